@@ -1,0 +1,161 @@
+"""Source to cubin (and, for kernels packed on the host, a host library), with nvcc, cached by content.
+
+The cache key covers the source text, the target arch, the nvcc version and the flags, so editing any of them
+builds anew. Every artefact is written atomically next to a sha256 sidecar; a file whose hash does not match
+(truncated, corrupted) is rebuilt rather than loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .cache import atomic_write, cache_dir
+
+# -DNDEBUG: CUTLASS's sm90 kernels otherwise keep device asserts that make ptxas serialize wgmma (C7510) and
+# spill. --expt-relaxed-constexpr: CuTe calls constexpr host functions from device code.
+COMMON_FLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr")
+
+
+class BuildError(RuntimeError):
+    """A kernel failed to compile, or compiled into code we refuse to ship (spills, serialized wgmma)."""
+
+
+class ToolkitNotFound(BuildError):
+    pass
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    nvcc: str
+    version: str          # e.g. "13.0.88"
+    cutlass_root: str     # holds include/ and tools/util/include
+
+    def includes(self) -> list[str]:
+        return ["-I", os.path.join(self.cutlass_root, "include"),
+                "-I", os.path.join(self.cutlass_root, "tools", "util", "include")]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    report: str  # compiler output (ptxas -v for cubins)
+
+
+def _find_nvcc() -> str | None:
+    for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
+        if root and os.path.isfile(os.path.join(root, "bin", "nvcc")):
+            return os.path.join(root, "bin", "nvcc")
+    return shutil.which("nvcc") or next(
+        (p for p in ("/usr/local/cuda/bin/nvcc",) if os.path.isfile(p)), None)
+
+
+def _cutlass_root() -> str:
+    explicit = os.environ.get("CUTLASS_PATH")
+    if explicit:
+        return explicit
+    import cutlass_library  # headers ship inside nvidia-cutlass; importing it needs no GPU
+
+    return cutlass_library.source_path
+
+
+@lru_cache(maxsize=None)
+def find_toolchain() -> Toolchain:
+    nvcc = _find_nvcc()
+    if nvcc is None:
+        raise ToolkitNotFound("nvcc not found: install the CUDA toolkit (12.4+) or set CUDA_HOME")
+    out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"V(\d+\.\d+\.\d+)", out)
+    return Toolchain(nvcc=nvcc, version=m.group(1) if m else out.strip().splitlines()[-1],
+                     cutlass_root=_cutlass_root())
+
+
+def gencode(arch: str) -> str:
+    """'sm_90a' -> the -gencode form, which assembles arch-specific features (wgmma, setmaxnreg)."""
+    num = arch.removeprefix("sm_")
+    return f"-gencode=arch=compute_{num},code=sm_{num}"
+
+
+def check_ptxas_report(report: str, symbol: str) -> None:
+    """Refuse code that ptxas says will be slow: local-memory spills or serialized wgmma."""
+    for stores, loads in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", report):
+        if int(stores) or int(loads):
+            raise BuildError(f"{symbol}: ptxas spilled to local memory ({stores} B stores, {loads} B loads)")
+    if "C7510" in report:
+        raise BuildError(f"{symbol}: ptxas serialized wgmma (warning C7510):\n{report}")
+
+
+def _key(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _read_verified(path: Path) -> bytes | None:
+    side = path.with_name(path.name + ".sha256")
+    try:
+        data, want = path.read_bytes(), side.read_text().strip()
+    except OSError:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == want else None
+
+
+def _store(path: Path, data: bytes) -> None:
+    atomic_write(path, data)
+    atomic_write(path.with_name(path.name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
+
+
+def _compile(tc: Toolchain, source: str, symbol: str, flags: list[str], suffix: str) -> tuple[bytes, str]:
+    with tempfile.TemporaryDirectory(prefix="cutlass_router_") as tmp:
+        src, dst = os.path.join(tmp, f"{symbol}.cu"), os.path.join(tmp, f"{symbol}{suffix}")
+        Path(src).write_text(source)
+        cmd = [tc.nvcc, *COMMON_FLAGS, *tc.includes(), *flags, "-o", dst, src]
+        env = dict(os.environ, TMPDIR=tmp)  # nvcc's intermediates stay out of the caller's directory
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env)
+        report = proc.stdout + proc.stderr
+        if proc.returncode != 0:
+            raise BuildError(f"nvcc failed for {symbol} (exit {proc.returncode}):\n{' '.join(cmd)}\n{report}")
+        return Path(dst).read_bytes(), report
+
+
+def build_cubin(source: str, symbol: str, arch: str = "sm_90a") -> Artifact:
+    tc = find_toolchain()
+    flags = [gencode(arch), "-cubin", "-Xptxas", "-v"]
+    key = _key(source, arch, tc.version, *COMMON_FLAGS, *flags)
+    path = cache_dir() / f"{symbol}-{arch}-{key[:20]}.cubin"
+    log = path.with_suffix(".log")
+    if _read_verified(path) is not None and log.exists():
+        return Artifact(path, log.read_text())
+    data, report = _compile(tc, source, symbol, flags, ".cubin")
+    check_ptxas_report(report, symbol)
+    atomic_write(log, report.encode())
+    _store(path, data)
+    return Artifact(path, report)
+
+
+def build_host_lib(source: str, symbol: str, arch: str = "sm_90a") -> Artifact:
+    """The host half of a kernel whose parameters CUTLASS packs (TMA descriptors): a shared library."""
+    tc = find_toolchain()
+    flags = [gencode(arch), "-DCUTLASS_ROUTER_HOST_ONLY", "-Xcompiler", "-fPIC", "-shared"]
+    key = _key(source, arch, tc.version, *COMMON_FLAGS, *flags)
+    path = cache_dir() / f"{symbol}-{arch}-{key[:20]}.so"
+    if _read_verified(path) is not None:
+        return Artifact(path, "")
+    data, report = _compile(tc, source, symbol, flags, ".so")
+    _store(path, data)
+    return Artifact(path, report)
+
+
+def read_artifact(path: Path) -> bytes:
+    data = _read_verified(path)
+    if data is None:
+        raise BuildError(f"{path} is missing or fails its sha256 check")
+    return data

@@ -1,0 +1,53 @@
+"""Which kernel runs a given shape: a tuned table per GPU arch (tuned/<arch>.json), else a default ladder.
+
+The choice is a pure function of (N, K, M, out dtype), made inside the custom op at run time, so a compiled
+graph or a captured CUDA graph keeps the right kernel for each M.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class Rung:
+    max_m: int     # this rung serves M up to max_m (inclusive)
+    bf16: str      # kernel symbol for bf16 output
+    f32: str       # kernel symbol for fp32 output
+
+
+def _splitk(dt: str, w: int, c: int, e: int, t: int, u: int) -> str:
+    return f"crt_splitk_{dt}_w{w}_c{c}_e{e}_t{t}_u{u}"
+
+
+def _rung(max_m: int, *cfg: int) -> Rung:
+    return Rung(max_m, _splitk("bf16", *cfg), _splitk("f32", *cfg))
+
+
+# Untuned shapes: the split-K family at every M. Few experts want more CTAs per expert tile.
+_DEFAULT_FEW = (_rung(8, 4, 16, 1, 1, 1), _rung(16, 4, 8, 1, 2, 2), _rung(32, 4, 8, 1, 4, 2),
+                _rung(256, 4, 4, 2, 4, 2), _rung(1 << 62, 8, 2, 2, 4, 2))
+_DEFAULT_MANY = (_rung(8, 4, 8, 1, 1, 2),) + _DEFAULT_FEW[1:]
+MAX_GRID_Y = 65535
+
+
+@lru_cache(maxsize=None)
+def tuned_table(arch: str) -> dict[tuple[int, int], tuple[Rung, ...]]:
+    try:
+        data = json.loads(resources.files("cutlass_router").joinpath(f"tuned/{arch}.json").read_text())
+    except FileNotFoundError:
+        return {}
+    return {(s["N"], s["K"]): tuple(Rung(**r) for r in s["rungs"]) for s in data["shapes"]}
+
+
+def ladder(N: int, K: int, arch: str = "sm_90a") -> tuple[Rung, ...]:
+    return tuned_table(arch).get((N, K)) or (_DEFAULT_FEW if N <= 48 else _DEFAULT_MANY)
+
+
+def choose(N: int, K: int, M: int, out_dtype: str, arch: str = "sm_90a") -> str:
+    for rung in ladder(N, K, arch):
+        if M <= rung.max_m:
+            return getattr(rung, out_dtype)
+    raise AssertionError("the last rung serves every M")

@@ -1,0 +1,77 @@
+"""Run every family's generator over the catalog and write emitted/: one .cu per kernel plus manifest.json.
+
+Output is byte-for-byte reproducible: the same package versions give the same files in any process.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from . import catalog
+
+MANIFEST = "manifest.json"
+ARCH = "sm_90a"
+
+
+def _cutlass_version() -> str:
+    from importlib.metadata import version
+
+    return version("nvidia-cutlass")
+
+
+def render() -> dict[str, bytes]:
+    """Every file of emitted/, by name."""
+    files: dict[str, bytes] = {}
+    kernels = []
+    for spec in catalog.specs():
+        source = spec.emit().encode()
+        name = f"{spec.symbol}.cu"
+        files[name] = source
+        kernels.append({
+            "symbol": spec.symbol,
+            "family": spec.family,
+            "file": name,
+            "sha256": hashlib.sha256(source).hexdigest(),
+            "out_dtype": spec.out_dtype,
+            "config": spec.config(),
+            "launch": spec.launch(),
+        })
+    manifest = {"generator": "cutlass_router", "nvidia_cutlass": _cutlass_version(), "arch": ARCH,
+                "kernels": kernels}
+    files[MANIFEST] = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+    return files
+
+
+def default_dir() -> Path | None:
+    """emitted/ of a source checkout (this file's grandparent), if there is one."""
+    d = Path(__file__).resolve().parent.parent / "emitted"
+    return d if d.is_dir() else None
+
+
+def _generated(out_dir: Path) -> set[str]:
+    return {p.name for p in out_dir.glob("*.cu")} | ({MANIFEST} if (out_dir / MANIFEST).exists() else set())
+
+
+def write(out_dir: Path) -> list[str]:
+    """Write the files; remove .cu files no longer generated. Returns the names written or removed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = render()
+    changed = []
+    for name in sorted(_generated(out_dir) - set(files)):
+        (out_dir / name).unlink()
+        changed.append(name)
+    for name, data in files.items():
+        path = out_dir / name
+        if not path.exists() or path.read_bytes() != data:
+            path.write_bytes(data)
+            changed.append(name)
+    return changed
+
+
+def diff(out_dir: Path) -> list[str]:
+    """Names whose committed content differs from what the generator makes (missing or extra count too)."""
+    files = render()
+    names = set(files) | _generated(out_dir)
+    return sorted(n for n in names
+                  if not (out_dir / n).exists() or n not in files or (out_dir / n).read_bytes() != files[n])

@@ -1,0 +1,308 @@
+"""CUTLASS 3.x sm_90a GEMM family: TMA warp-specialized mainloop + EVT epilogue (accumulator + broadcast bias).
+
+cutlass_cppgen (pip nvidia-cutlass) writes the CUTLASS type definitions; this module pins every choice it
+would otherwise default (tile, cluster, schedules, stages, tile scheduler), then appends its own kernel entry
+and C-linkage host functions. Nothing here asks a GPU or compiles: the emitted text is a pure function of the
+spec, and the library compiles and launches it itself.
+
+Problem: out[M, N] = x[M, K] @ W[N, K]^T + bias[N], x/W bf16 K-contiguous, fp32 accumulation.
+  swap_ab=False: GEMM (M, N, K) with A = x, B = W; D = out row-major; bias is a row vector of D.
+  swap_ab=True:  GEMM (N, M, K) with A = W, B = x; D = out^T, i.e. out read column-major with leading
+                 dimension ldo; bias is a column vector of D. Experts then fill the MMA's M side, which
+                 suits few tokens.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import re
+import sqlite3
+from dataclasses import dataclass
+
+FAMILY = "cutlass_sm90"
+_CC = 90
+
+_OUT_DTYPES = ("bf16", "f32")
+# Only the TMA warp-specialized schedules; the value is the short name used in symbols.
+_KERNEL_SCHEDULES = {
+    "TmaWarpSpecialized": "ws",
+    "TmaWarpSpecializedPingpong": "pp",
+    "TmaWarpSpecializedCooperative": "coop",
+}
+# Sm90 EVT epilogues need a TMA epilogue; the cooperative kernel pairs with the cooperative one.
+_EPILOGUE_SCHEDULES = {"TmaWarpSpecialized": "ews", "TmaWarpSpecializedCooperative": "ecoop"}
+_NATURAL_EPILOGUE = {
+    "TmaWarpSpecialized": "TmaWarpSpecialized",
+    "TmaWarpSpecializedPingpong": "TmaWarpSpecialized",
+    "TmaWarpSpecializedCooperative": "TmaWarpSpecializedCooperative",
+}
+
+# The epilogue as the EVT frontend parses it. Kept as source text so tracing needs no inspect.getsource.
+_EPILOGUE_SOURCE = "def router_epilogue(accum, bias):\n    D = accum + bias\n    return D\n"
+
+
+@dataclass(frozen=True)
+class Sm90GemmSpec:
+    out_dtype: str            # "bf16" or "f32"
+    swap_ab: bool             # False: A=x (MxK), B=W ; True: A=W (NxK), B=x, computes out^T
+    tile_m: int               # CTA tile along the GEMM's M (experts when swap_ab)
+    tile_n: int               # CTA tile along the GEMM's N (tokens when swap_ab)
+    tile_k: int
+    cluster_m: int = 1
+    cluster_n: int = 1
+    kernel_schedule: str = "TmaWarpSpecializedCooperative"    # a cutlass_library.KernelScheduleType name
+    epilogue_schedule: str = "TmaWarpSpecializedCooperative"  # a cutlass_library.EpilogueScheduleType name
+    stages: int | None = None  # None = StageCountAutoCarveout (as many as fit beside the epilogue)
+
+    def __post_init__(self):
+        if self.out_dtype not in _OUT_DTYPES:
+            raise ValueError(f"out_dtype must be one of {_OUT_DTYPES}, got {self.out_dtype!r}")
+        if self.kernel_schedule not in _KERNEL_SCHEDULES:
+            raise ValueError(f"kernel_schedule must be one of {sorted(_KERNEL_SCHEDULES)}, "
+                             f"got {self.kernel_schedule!r}")
+        if self.epilogue_schedule not in _EPILOGUE_SCHEDULES:
+            raise ValueError(f"epilogue_schedule must be one of {sorted(_EPILOGUE_SCHEDULES)}, "
+                             f"got {self.epilogue_schedule!r}")
+        for name in ("tile_m", "tile_n", "tile_k", "cluster_m", "cluster_n"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.cluster_m * self.cluster_n > 16:
+            raise ValueError("a cluster holds at most 16 CTAs")
+        if self.stages is not None and (not isinstance(self.stages, int) or self.stages < 1):
+            raise ValueError(f"stages must be None or a positive int, got {self.stages!r}")
+
+
+def symbol(spec: Sm90GemmSpec) -> str:
+    """C identifier naming every field of the spec, e.g. crt_sm90_bf16_swap_128x16x128_c1x1_coop."""
+    name = (f"crt_sm90_{spec.out_dtype}_{'swap' if spec.swap_ab else 'noswap'}"
+            f"_{spec.tile_m}x{spec.tile_n}x{spec.tile_k}_c{spec.cluster_m}x{spec.cluster_n}"
+            f"_{_KERNEL_SCHEDULES[spec.kernel_schedule]}")
+    if spec.epilogue_schedule != _NATURAL_EPILOGUE[spec.kernel_schedule]:
+        name += f"_{_EPILOGUE_SCHEDULES[spec.epilogue_schedule]}"
+    if spec.stages is not None:
+        name += f"_s{spec.stages}"
+    return name
+
+
+@functools.lru_cache(maxsize=None)
+def _cppgen():
+    """Import cutlass_cppgen without its side effects on the caller's directory.
+
+    Its import opens ./compiled_cache.db (the cache of its own compile path, which we never use), creating the
+    file in whatever directory the process runs from; that one connection is pointed at memory instead.
+    """
+    real_connect = sqlite3.connect
+    sqlite3.connect = lambda *args, **kwargs: real_connect(":memory:")
+    try:
+        import cutlass_cppgen
+        from cutlass_cppgen.backend import compiler
+    finally:
+        sqlite3.connect = real_connect
+    cutlass_cppgen.CACHE_FILE = compiler.CACHE_FILE = ":memory:"
+    return cutlass_cppgen
+
+
+def _cutlass_types(spec: Sm90GemmSpec) -> tuple[str, str]:
+    """(C++ type definitions from cutlass_cppgen, name of the GemmUniversal kernel type they define)."""
+    _cppgen()
+    # Everything below is the backend layer: op.Gemm would consult the device-queried option registry and
+    # pick defaults, and the backend lets every choice be stated.
+    from cutlass_library import (DataType, DataTypeSize, EpilogueScheduleType, KernelScheduleType, LayoutType,
+                                 MathOperation, OpcodeClass, TileSchedulerType)
+    from cutlass_cppgen.backend.evt import EpilogueFunctorVisitor
+    from cutlass_cppgen.backend.evt.frontend import PythonASTFrontend
+    from cutlass_cppgen.backend.evt.ir.tensor import Tensor
+    from cutlass_cppgen.backend.gemm_operation import GemmOperationUniversal
+    from cutlass_cppgen.backend.library import MathInstruction, TensorDescription, TileDescription
+
+    class RouterEpilogue(PythonASTFrontend):
+        def parse(self, example_inputs):
+            self.example_inputs = example_inputs
+            self.ast = ast.parse(_EPILOGUE_SOURCE)
+            self.visit(self.ast)
+
+    out = {"bf16": DataType.bf16, "f32": DataType.f32}[spec.out_dtype]
+    d_layout = LayoutType.ColumnMajor if spec.swap_ab else LayoutType.RowMajor
+    # Only shapes' ranks and which modes are 1 matter to the tracer: they make bias a column vector of D
+    # (ColBroadcast) when swapped and a row vector (RowBroadcast) otherwise.
+    rows, cols = 1024, 2048
+    bias_shape = (rows, 1) if spec.swap_ab else (1, cols)
+    visitor = RouterEpilogue(_CC)
+    visitor.trace({
+        "accum": Tensor(element=DataType.f32, shape=(rows, cols), layout_tag=LayoutType.RowMajor),
+        "bias": Tensor(element=DataType.bf16, shape=bias_shape, layout_tag=LayoutType.RowMajor),
+        "D": Tensor(element=out, shape=(rows, cols), layout_tag=d_layout),
+    })
+
+    cta_tile = [spec.tile_m, spec.tile_n, spec.tile_k]
+    math = MathInstruction([64, spec.tile_n, 16], DataType.bf16, DataType.bf16, DataType.f32,
+                           OpcodeClass.TensorOp, MathOperation.multiply_add)
+    tile = TileDescription(cta_tile, spec.stages, None, math, [spec.cluster_m, spec.cluster_n, 1],
+                           KernelScheduleType[spec.kernel_schedule],
+                           EpilogueScheduleType[spec.epilogue_schedule], TileSchedulerType.Default)
+    # TileDescription divides its shape by the cluster (library tiles are per cluster), but the EVT emitter
+    # reads the undivided shape for the epilogue's CTA tile: give both the CTA tile so they agree.
+    tile.blackwell_threadblock_shape = list(cta_tile)
+
+    # A and B are both K-contiguous: A (M x K) row-major, B (K x N) column-major. C is absent (void).
+    op = GemmOperationUniversal(
+        _CC, tile,
+        TensorDescription(DataType.bf16, LayoutType.RowMajor, 8),
+        TensorDescription(DataType.bf16, LayoutType.ColumnMajor, 8),
+        TensorDescription(DataType.void, d_layout, 128 // DataTypeSize[out]),
+        EpilogueFunctorVisitor(_CC, visitor))
+    text = op.rt_module.emit()
+
+    # The host code below fills the fusion arguments positionally: {accum, bias, compute}.
+    if not re.search(r"Sm90EVT<\s*Compute0,\s*Accum,\s*Bias>", text):
+        raise RuntimeError("cutlass_cppgen emitted an unexpected EVT tree:\n" + text)
+    broadcast = "Sm90ColBroadcast" if spec.swap_ab else "Sm90RowBroadcast"
+    if f"fusion::{broadcast}<" not in text:
+        raise RuntimeError(f"expected a {broadcast} bias in the emitted EVT:\n" + text)
+    return text.strip("\n"), op.procedural_name() + op.rt_module.emitter.operation_suffix
+
+
+_INCLUDES = """\
+#include <cstdint>
+#include <cstring>
+
+#include "cutlass/cutlass.h"
+#include "cute/tensor.hpp"
+#include "cute/atom/mma_atom.hpp"
+#include "cutlass/numeric_types.h"
+#include "cutlass/kernel_hardware_info.h"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/kernel/sm90_tile_scheduler.hpp"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
+"""
+
+# Host side. Strides are set mode by mode so the static unit/zero modes CUTLASS chose keep their types.
+# TMA (cuTensorMapEncodeTiled) only prints on a bad address or stride and leaves a zero descriptor, so those
+# are checked here before CUTLASS sees them.
+_HOST = """\
+#if !defined(__CUDA_ARCH__)
+namespace {ns} {{
+
+inline bool aligned16(const void* p) {{ return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }}
+
+extern "C" int {sym}_params_size() {{ return int(sizeof(Operator::Params)); }}
+extern "C" int {sym}_smem_size() {{ return int(Operator::SharedStorageSize); }}
+extern "C" int {sym}_block_threads() {{ return int(Operator::MaxThreadsPerBlock); }}
+extern "C" void {sym}_cluster_shape(int* xyz) {{
+  xyz[0] = int(cute::size<0>(Operator::ClusterShape{{}}));
+  xyz[1] = int(cute::size<1>(Operator::ClusterShape{{}}));
+  xyz[2] = int(cute::size<2>(Operator::ClusterShape{{}}));
+}}
+
+// Returns 0 and fills params/grid, or 1 (problem not implementable), 2 (would need a workspace), 3 (cap).
+extern "C" int {sym}_pack(void* params_out, int cap, int* grid_out,
+                          const void* x, const void* w, const void* bias, void* out,
+                          int M, int N, int K, long long ldx, long long ldw, long long ldo, int sm_count) {{
+  using Gemm = Operator;
+  using ElementA = Gemm::ElementA;
+  using ElementB = Gemm::ElementB;
+  using ElementD = Gemm::ElementD;
+  using ElementBias = cutlass::bfloat16_t;
+  constexpr long long in_align = 16 / sizeof(cutlass::bfloat16_t);
+  constexpr long long out_align = 16 / sizeof(ElementD);
+
+  // sm_count <= 0 would make CUTLASS query the device through the runtime.
+  if (M <= 0 || N <= 0 || K <= 0 || ldx < K || ldw < K || ldo < N || sm_count <= 0) return 1;
+  if (ldx % in_align || ldw % in_align || ldo % out_align) return 1;
+  if (!aligned16(x) || !aligned16(w) || !aligned16(out)) return 1;
+  // The bias is read one element at a time (the wgmma accumulator holds no two adjacent rows).
+  if (reinterpret_cast<std::uintptr_t>(bias) % sizeof(ElementBias)) return 1;
+
+{operands}
+  Gemm::StrideC dC = dD;
+
+  cutlass::KernelHardwareInfo hw_info;
+  hw_info.device_id = 0;
+  hw_info.sm_count = sm_count;
+
+  Gemm::Arguments args{{
+      cutlass::gemm::GemmUniversalMode::kGemm,
+      problem,
+      {{ptr_A, dA, ptr_B, dB}},
+      {{{{{{}}, {{static_cast<const ElementBias*>(bias), ElementBias(0), {{}}}}, {{}}}},
+       nullptr, dC, static_cast<ElementD*>(out), dD}},
+      hw_info}};
+
+  if (!Gemm::can_implement(args)) return 1;
+  if (Gemm::get_workspace_size(args) != 0) return 2;
+  if (cap < int(sizeof(Gemm::Params))) return 3;
+  Gemm::Params params = Gemm::to_underlying_arguments(args, nullptr);
+  std::memcpy(params_out, &params, sizeof(params));
+  dim3 grid = Gemm::get_grid_shape(params);
+  grid_out[0] = int(grid.x);
+  grid_out[1] = int(grid.y);
+  grid_out[2] = int(grid.z);
+  return 0;
+}}
+
+}}  // namespace {ns}
+#endif  // !defined(__CUDA_ARCH__)
+"""
+
+# Operand binding. Batch strides of A/B are never used (L = 1) but are set to the packed value, which keeps
+# every TMA stride a valid, increasing multiple of 16 bytes.
+_OPERANDS = {
+    False: """\
+  Gemm::ProblemShape problem{M, N, K, 1};
+  const ElementA* ptr_A = static_cast<const ElementA*>(x);
+  const ElementB* ptr_B = static_cast<const ElementB*>(w);
+  Gemm::StrideA dA{};
+  cute::get<0>(dA) = ldx;
+  cute::get<2>(dA) = ldx * M;
+  Gemm::StrideB dB{};
+  cute::get<0>(dB) = ldw;
+  cute::get<2>(dB) = ldw * N;
+  Gemm::StrideD dD{};  // out[M, N] row-major
+  cute::get<0>(dD) = ldo;""",
+    True: """\
+  Gemm::ProblemShape problem{N, M, K, 1};
+  const ElementA* ptr_A = static_cast<const ElementA*>(w);
+  const ElementB* ptr_B = static_cast<const ElementB*>(x);
+  Gemm::StrideA dA{};
+  cute::get<0>(dA) = ldw;
+  cute::get<2>(dA) = ldw * N;
+  Gemm::StrideB dB{};
+  cute::get<0>(dB) = ldx;
+  cute::get<2>(dB) = ldx * M;
+  Gemm::StrideD dD{};  // out^T[N, M] column-major: the same bytes as out[M, N] row-major
+  cute::get<1>(dD) = ldo;""",
+}
+
+
+def emit(spec: Sm90GemmSpec) -> str:
+    """Whole .cu source for one kernel: CUTLASS types, a device entry `<symbol>`, host `<symbol>_*` functions.
+
+    Define CUTLASS_ROUTER_HOST_ONLY to build only the host functions (a small shared library that fills
+    Params); build without it, for sm_90a, for the kernel.
+    """
+    sym = symbol(spec)
+    ns = f"{sym}_ns"
+    types, kernel_type = _cutlass_types(spec)
+    fields = ", ".join(f"{k}={getattr(spec, k)!r}" for k in Sm90GemmSpec.__dataclass_fields__)
+    return (
+        f"// Generated by cutlass_router ({FAMILY}) with cutlass_cppgen {_cppgen().__version__}.\n"
+        f"// spec: Sm90GemmSpec({fields})\n"
+        f"{_INCLUDES}\n"
+        f"namespace {ns} {{\n\n"
+        f"{types}\n\n"
+        f"using Operator = {kernel_type};\n\n"
+        f"#if !defined(CUTLASS_ROUTER_HOST_ONLY)\n"
+        f"extern \"C\" __global__ void __launch_bounds__(Operator::MaxThreadsPerBlock, "
+        f"Operator::MinBlocksPerMultiprocessor)\n"
+        f"{sym}(const __grid_constant__ typename Operator::Params params) {{\n"
+        f"  extern __shared__ char smem[];\n"
+        f"  Operator op;\n"
+        f"  op(params, smem);\n"
+        f"}}\n"
+        f"#endif  // !defined(CUTLASS_ROUTER_HOST_ONLY)\n\n"
+        f"}}  // namespace {ns}\n\n"
+        + _HOST.format(sym=sym, ns=ns, operands=_OPERANDS[spec.swap_ab])
+    )

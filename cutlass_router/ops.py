@@ -1,0 +1,194 @@
+"""The torch custom op `cutlass_router::router_gemm`: emitted kernels on Hopper, a correct fallback elsewhere."""
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import dispatch, validate
+
+logger = logging.getLogger("cutlass_router")
+ENV_DISABLE = "CUTLASS_ROUTER_DISABLE"  # 1: never run the emitted kernels
+ENV_PDL = "CUTLASS_ROUTER_PDL"          # 0: launch without programmatic dependent launch
+_DTYPE_NAME = {torch.bfloat16: "bf16", torch.float32: "f32"}
+
+
+@lru_cache(maxsize=None)
+def _log_once(reason: str) -> None:
+    logger.warning("cutlass_router: using the torch fallback: %s", reason)
+
+
+def pdl_default() -> bool:
+    return os.environ.get(ENV_PDL, "1") not in ("0", "false", "off")
+
+
+def _disabled() -> bool:
+    return os.environ.get(ENV_DISABLE, "0") not in ("0", "")
+
+
+@lru_cache(maxsize=None)
+def _device_blocker(index: int) -> str | None:
+    major, minor = torch.cuda.get_device_capability(index)
+    if (major, minor) != (9, 0):
+        return f"GPU {index} is sm_{major}{minor}; the emitted kernels are sm_90a (Hopper) only"
+    return None
+
+
+@lru_cache(maxsize=None)
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _raw_stream(device: int) -> int:
+    get = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # the cheap path Triton and Inductor use
+    return get(device) if get is not None else torch.cuda.current_stream(device).cuda_stream
+
+
+def reference(x, weight, bias, out_dtype):
+    """fp32-accumulated x @ weight.T + bias in out_dtype, through torch: the CPU path and the fallback."""
+    if out_dtype == torch.bfloat16 and x.is_cuda:
+        return F.linear(x, weight, bias)  # cuBLAS accumulates bf16 GEMMs in fp32
+    y = F.linear(x.float(), weight.float(), None if bias is None else bias.float())
+    return y.to(out_dtype)
+
+
+@lru_cache(maxsize=4096)
+def _plan(device: int, N: int, K: int, M: int, dt: str):
+    """(loaded kernel, None) for this shape on this device, or (None, why not). Cached: shapes repeat."""
+    reason = _device_blocker(device)
+    if reason:
+        return None, reason
+    from . import build, launch  # deferred: cuda.bindings is needed only on this path
+
+    symbol = dispatch.choose(N, K, M, dt)
+    try:
+        k = launch.load(symbol)
+    except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
+        return None, f"kernel {symbol} unavailable: {e}"
+    if k.host is None and launch.grid_for(k, M, N)[1] > dispatch.MAX_GRID_Y:
+        return None, f"M = {M} exceeds the grid limit of {symbol}"
+    return k, None
+
+
+def _launch(k, x, weight, bias, out, pdl):
+    from .launch import launch
+
+    dev = x.device.index
+    launch(k, dev, _raw_stream(dev), pdl_default() if pdl is None else pdl, _sm_count(dev),
+           x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(),
+           x.shape[0], weight.shape[0], x.shape[1], x.stride(0), weight.stride(0), out.stride(0))
+
+
+def _run_cuda(x, weight, bias, out_dtype, pdl):
+    M, K = x.shape
+    N = weight.shape[0]
+    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    if M == 0 or N == 0:
+        return out
+    reason = "CUTLASS_ROUTER_DISABLE is set" if _disabled() else validate.kernel_blocker(x, weight, bias)
+    k = None
+    if reason is None:
+        k, reason = _plan(x.device.index, N, K, M, _DTYPE_NAME[out_dtype])
+    if k is None:
+        _log_once(reason)
+        return reference(x, weight, bias, out_dtype)
+    if bias is not None and bias.stride(0) != 1:
+        bias = bias.contiguous()
+    if x.device.index != torch.cuda.current_device():
+        with torch.cuda.device(x.device):
+            _launch(k, x, weight, bias, out, pdl)
+    else:
+        _launch(k, x, weight, bias, out, pdl)
+    return out
+
+
+def _impl(x, weight, bias, out_dtype, pdl):
+    out_dtype = validate.check_args(x, weight, bias, out_dtype)
+    if x.is_cuda:
+        return _run_cuda(x, weight, bias, out_dtype, pdl)
+    return reference(x, weight, bias, out_dtype)
+
+
+def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl: Optional[bool] = None,
+               out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Run one named kernel of the manifest, bypassing dispatch (for tests, tuning and benchmarks)."""
+    from . import launch
+
+    out_dtype = validate.check_args(x, weight, bias, out_dtype)
+    reason = _device_blocker(x.device.index) or validate.kernel_blocker(x, weight, bias)
+    if reason:
+        raise ValueError(f"kernel {symbol} cannot run these inputs: {reason}")
+    if out is None:
+        out = torch.empty((x.shape[0], weight.shape[0]), dtype=out_dtype, device=x.device)
+    k = launch.load(symbol)
+    if k.entry.out_dtype != _DTYPE_NAME[out_dtype]:
+        raise ValueError(f"kernel {symbol} writes {k.entry.out_dtype}, not {out_dtype}")
+    if out.numel():
+        with torch.cuda.device(x.device):
+            _launch(k, x, weight, bias, out, pdl)
+    return out
+
+
+@torch.library.custom_op("cutlass_router::router_gemm", mutates_args=())
+def router_gemm_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   out_dtype: Optional[torch.dtype] = None, pdl: Optional[bool] = None) -> torch.Tensor:
+    """x [M, K] @ weight[N, K].T + bias[N], fp32 accumulation, in out_dtype (bf16 by default)."""
+    return _impl(x, weight, bias, out_dtype, pdl)
+
+
+@router_gemm_op.register_fake
+def _(x, weight, bias=None, out_dtype=None, pdl=None):
+    out_dtype = validate.check_args(x, weight, bias, out_dtype)
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=out_dtype)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, _, _ = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    g = grad.float()
+    gx = (g @ weight.float()).to(x.dtype) if ctx.needs_input_grad[0] else None
+    gw = (g.t() @ x.float()).to(weight.dtype) if ctx.needs_input_grad[1] else None
+    gb = g.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return gx, gw, gb, None, None
+
+
+router_gemm_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _eager_ok(x, weight, bias) -> bool:
+    """Plain tensors, nothing to differentiate, not tracing: the op's body can run without the dispatcher."""
+    if type(x) is not torch.Tensor or type(weight) is not torch.Tensor or torch.compiler.is_compiling():
+        return False
+    if bias is not None and type(bias) is not torch.Tensor:
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                             or (bias is not None and bias.requires_grad)))
+
+
+def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
+                out_dtype: Optional[torch.dtype] = None, pdl: Optional[bool] = None) -> torch.Tensor:
+    """Same result as F.linear(x, weight, bias) (fp32 accumulation), x of any rank >= 1.
+
+    out_dtype=torch.float32 returns the logits straight from the fp32 accumulator, without bf16 rounding.
+    pdl=False launches without programmatic dependent launch (default: on, or $CUTLASS_ROUTER_PDL).
+    In eager mode on plain tensors the op's body is called directly: the dispatcher's Python round trip costs
+    more than the kernel. Under torch.compile, autograd or tensor subclasses it goes through torch.ops.
+    """
+    if isinstance(x, torch.Tensor) and x.dim() != 2:
+        if x.dim() == 0:
+            raise ValueError("x must have at least 1 dimension (the hidden size), got a 0-d tensor")
+        lead = x.shape[:-1]
+        y = router_gemm(x.reshape(-1, x.shape[-1]), weight, bias, out_dtype=out_dtype, pdl=pdl)
+        return y.reshape(*lead, y.shape[-1])
+    if _eager_ok(x, weight, bias):
+        return _impl(x, weight, bias, out_dtype, pdl)
+    return torch.ops.cutlass_router.router_gemm(x, weight, bias, out_dtype, pdl)

@@ -1,0 +1,238 @@
+// cutlass-router: split-K router GEMM for small M (decode), sm_90a.
+//
+//   out[m, n] = sum_k x[m, k] * w[n, k] + bias[n]      (fp32 accumulation)
+//
+// Why this shape of kernel: at decode M the router GEMM is latency-bound (W is 0.2-0.7 MB, the FLOPs are
+// nothing), so the win is spreading W over many SMs and keeping the reduction cheap.
+//   * swap-AB: the experts sit on the M side of mma.sync m16n8k16 (16 experts x 8 tokens per MMA), so M = 1
+//     wastes 7/8 of the N side instead of 15/16 of the M side.
+//   * split-K twice: the warps of a CTA own disjoint K slices, and the CTAs of a thread block cluster own
+//     disjoint K ranges; partial sums travel through distributed shared memory (st.shared::cluster), with no
+//     second launch and no global workspace.
+//   * fragments straight from global memory: the dot product does not care how K is ordered, so each thread
+//     loads 16-byte vectors and the same permutation of K is applied to W and x. No shared-memory staging,
+//     no ldmatrix, every load in flight before the first MMA.
+//   * programmatic dependent launch: W does not depend on the previous kernel, so the first W loads are
+//     issued before griddepcontrol.wait; x is read only after it. Without the PDL launch attribute the wait
+//     returns at once, so one binary serves both launch modes.
+// The K split is fixed by the template arguments and K alone, never by M: a row's result does not depend on
+// how many other rows are in the batch for a given kernel.
+#pragma once
+
+#include <cstdint>
+#include <cuda_bf16.h>
+#include <cute/arch/cluster_sm90.hpp>
+#include <cute/arch/mma_sm80.hpp>
+
+namespace cutlass_router {
+
+// Kernel parameters, passed by value. The launcher packs this layout (see launch.py: SPLITK_PARAMS).
+struct SplitKParams {
+  const __nv_bfloat16* x;     // [M, K], row stride ldx
+  const __nv_bfloat16* w;     // [N, K], row stride ldw
+  const __nv_bfloat16* bias;  // [N] or nullptr
+  void* out;                  // [M, N], row stride ldo; bf16 or fp32 per the kernel
+  long long ldx, ldw, ldo;    // in elements
+  int M, N, K, reserved;
+};
+
+namespace detail {
+
+__device__ __forceinline__ uint4 load_16B(const __nv_bfloat16* p, bool pred) {
+  uint4 v = make_uint4(0u, 0u, 0u, 0u);
+  if (pred) v = __ldg(reinterpret_cast<const uint4*>(p));
+  return v;
+}
+
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+__device__ __forceinline__ void store_remote_v4(float* local_addr, uint32_t rank, float4 v) {
+  uint32_t addr = cute::set_block_rank(static_cast<uint32_t>(__cvta_generic_to_shared(local_addr)), rank);
+  asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n"
+               :: "r"(addr), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w) : "memory");
+}
+
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+}  // namespace detail
+
+// kWarps:    warps per CTA, each owning a K slice
+// kCluster:  CTAs per cluster, each owning a K range (1 = no cluster)
+// kExpTiles: 16-expert MMA tiles per CTA
+// kTokTiles: 8-token MMA tiles per CTA
+// kUnroll:   64-wide K chunks loaded per warp before its MMAs run
+template <int kWarps, int kCluster, int kExpTiles, int kTokTiles, int kUnroll, typename OutT>
+__device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
+  constexpr int kSlices = kWarps * kCluster;           // K slices per output tile
+  constexpr int kOwnLanes = (32 + kCluster - 1) / kCluster;
+  // Receive buffer of the CTA that owns an output fragment: one float4 per (slice, tile, lane it owns).
+  __shared__ float4 recv[kSlices][kExpTiles][kTokTiles][kOwnLanes];
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2;  // MMA group: expert row g and g + 8, token column g
+  const int q = lane & 3;   // thread in group: which 16 of a 64-wide K chunk
+  const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
+  const int n0 = (blockIdx.x / kCluster) * (16 * kExpTiles);
+  const int m0 = blockIdx.y * (8 * kTokTiles);
+
+  if constexpr (kCluster > 1) cute::cluster_arrive_relaxed();  // peers' smem must exist before we write it
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+
+  // K range of this warp, in 64-wide chunks.
+  const int chunks = (p.K + 63) >> 6;
+  const int slice = rank * kWarps + warp;
+  const int c_begin = (chunks * slice) / kSlices;
+  const int c_end = (chunks * (slice + 1)) / kSlices;
+
+  // Rows past N or M are clamped to the last valid row: they are read but never stored.
+  const __nv_bfloat16* wrow[kExpTiles][2];
+#pragma unroll
+  for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      wrow[e][h] = p.w + static_cast<long long>(min(n0 + 16 * e + g + 8 * h, p.N - 1)) * p.ldw + 8 * q;
+  const __nv_bfloat16* xrow[kTokTiles];
+#pragma unroll
+  for (int t = 0; t < kTokTiles; ++t)
+    xrow[t] = p.x + static_cast<long long>(min(m0 + 8 * t + g, p.M - 1)) * p.ldx + 8 * q;
+
+  // Two accumulator sets halve the dependent MMA chain when registers allow.
+  constexpr int kAcc = (kExpTiles * kTokTiles <= 2 && kUnroll >= 2) ? 2 : 1;
+  float acc[kAcc][kExpTiles][kTokTiles][4];
+#pragma unroll
+  for (int a = 0; a < kAcc; ++a)
+#pragma unroll
+    for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+      for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[a][e][t][j] = 0.f;
+
+  // Bias does not depend on the previous kernel either: fetch the owner's first fragment rows now, so no
+  // global load is left after the reduction.
+  float bias_pre[2] = {0.f, 0.f};
+  constexpr int kOwned = kExpTiles * kTokTiles * kOwnLanes;
+  if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOwned) {
+    const int e = threadIdx.x / (kTokTiles * kOwnLanes);
+    const int src_lane = (threadIdx.x % kOwnLanes) * kCluster + rank;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int n = n0 + 16 * e + (src_lane >> 2) + 8 * h;
+      if (src_lane < 32 && n < p.N) bias_pre[h] = __bfloat162float(p.bias[n]);
+    }
+  }
+
+  bool first = true;
+  for (int c0 = c_begin; c0 < c_end; c0 += kUnroll) {
+    // Thread q owns elements [8q, 8q+8) and [32+8q, 32+8q+8) of each chunk, in W and x alike.
+    uint4 wv[kUnroll][kExpTiles][2][2];
+    uint4 xv[kUnroll][kTokTiles][2];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k = (c0 + u) * 64 + 8 * q;
+      const bool in_range = c0 + u < c_end;
+#pragma unroll
+      for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int v = 0; v < 2; ++v)
+            wv[u][e][h][v] = detail::load_16B(wrow[e][h] + (c0 + u) * 64 + 32 * v,
+                                              in_range && k + 32 * v + 8 <= p.K);
+    }
+    if (first) {
+      asm volatile("griddepcontrol.wait;" ::: "memory");  // x may come from the previous kernel
+      first = false;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k = (c0 + u) * 64 + 8 * q;
+      const bool in_range = c0 + u < c_end;
+#pragma unroll
+      for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+        for (int v = 0; v < 2; ++v)
+          xv[u][t][v] = detail::load_16B(xrow[t] + (c0 + u) * 64 + 32 * v,
+                                         in_range && k + 32 * v + 8 <= p.K);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+      for (int s = 0; s < 4; ++s) {
+        const int v = s >> 1, lo = 2 * (s & 1), hi = lo + 1;  // MMA step s uses words lo, hi of vector v
+        float (&c)[kExpTiles][kTokTiles][4] = acc[u % kAcc];
+#pragma unroll
+        for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+          for (int t = 0; t < kTokTiles; ++t)
+            cute::SM80_16x8x16_F32BF16BF16F32_TN::fma(
+                c[e][t][0], c[e][t][1], c[e][t][2], c[e][t][3],
+                detail::word(wv[u][e][0][v], lo), detail::word(wv[u][e][1][v], lo),
+                detail::word(wv[u][e][0][v], hi), detail::word(wv[u][e][1][v], hi),
+                detail::word(xv[u][t][v], lo), detail::word(xv[u][t][v], hi),
+                c[e][t][0], c[e][t][1], c[e][t][2], c[e][t][3]);
+      }
+  }
+#pragma unroll
+  for (int a = 1; a < kAcc; ++a)
+#pragma unroll
+    for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+      for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[0][e][t][j] += acc[a][e][t][j];
+  if (first) asm volatile("griddepcontrol.wait;" ::: "memory");  // a warp with no K still stores later
+
+  // Push this warp's partial tile to the CTA that owns each lane's fragment (lane % kCluster).
+  const int owner = lane % kCluster;
+  const int own_idx = lane / kCluster;
+  if constexpr (kCluster > 1) cute::cluster_wait();
+#pragma unroll
+  for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+    for (int t = 0; t < kTokTiles; ++t) {
+      const float4 v = make_float4(acc[0][e][t][0], acc[0][e][t][1], acc[0][e][t][2], acc[0][e][t][3]);
+      if constexpr (kCluster > 1)
+        detail::store_remote_v4(&recv[slice][e][t][own_idx].x, owner, v);
+      else
+        recv[slice][e][t][own_idx] = v;
+    }
+  if constexpr (kCluster > 1) cute::cluster_sync(); else __syncthreads();
+
+  // Reduce the fragments this CTA owns over all K slices in a fixed order, add bias, store.
+  for (int i = threadIdx.x; i < kOwned; i += kWarps * 32) {
+    const int e = i / (kTokTiles * kOwnLanes);
+    const int t = (i / kOwnLanes) % kTokTiles;
+    const int own = i % kOwnLanes;
+    const int src_lane = own * kCluster + rank;
+    if (src_lane >= 32) continue;
+    float4 s = recv[0][e][t][own];
+#pragma unroll
+    for (int sl = 1; sl < kSlices; ++sl) {
+      const float4 r = recv[sl][e][t][own];
+      s.x += r.x; s.y += r.y; s.z += r.z; s.w += r.w;
+    }
+    const float vals[4] = {s.x, s.y, s.z, s.w};
+    const int sg = src_lane >> 2, sq = src_lane & 3;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + 16 * e + sg + 8 * (j >> 1);
+      const int m = m0 + 8 * t + 2 * sq + (j & 1);
+      if (n < p.N && m < p.M) {
+        float r = vals[j];
+        if (p.bias != nullptr)
+          r += i == static_cast<int>(threadIdx.x) ? bias_pre[j >> 1] : __bfloat162float(p.bias[n]);
+        static_cast<OutT*>(p.out)[static_cast<long long>(m) * p.ldo + n] = detail::from_float<OutT>(r);
+      }
+    }
+  }
+}
+
+}  // namespace cutlass_router
