@@ -29,7 +29,7 @@ class LaunchError(RuntimeError):
 def check(result, what: str):
     """cuda.bindings calls return (CUresult, *values): raise on error, return the values."""
     err, *values = result if isinstance(result, tuple) else (result,)
-    if err != driver.CUresult.CUDA_SUCCESS:
+    if err:  # CUDA_SUCCESS is falsy
         _, name = driver.cuGetErrorName(err)
         raise LaunchError(f"{what} failed: {name.decode() if isinstance(name, bytes) else name}")
     return values[0] if len(values) == 1 else values
@@ -46,7 +46,7 @@ class LoadedKernel:
     host: ctypes.CDLL | None = None
     pack: object = None                          # the host library's <symbol>_pack, if any
     devices: set = field(default_factory=set)    # devices whose attributes are set
-    configs: dict = field(default_factory=dict)  # (grid, pdl) -> CUlaunchConfig
+    configs: dict = field(default_factory=dict)  # (grid, pdl, stream) -> CUlaunchConfig, never mutated
 
 
 _lock = threading.Lock()
@@ -54,11 +54,13 @@ _scratch = threading.local()
 
 
 def _params_buffer():
-    """A per-thread parameter buffer and the void*[1] that points at it (the driver copies at launch)."""
+    """A per-thread parameter buffer and the address of the void*[1] pointing at it (the driver copies
+    the parameters during the launch call, so one buffer per thread is enough)."""
     buf = getattr(_scratch, "buf", None)
     if buf is None:
         buf = _scratch.buf = ctypes.create_string_buffer(_PARAM_CAPACITY)
-        _scratch.argv = (ctypes.c_void_p * 1)(ctypes.addressof(buf))
+        _scratch.argv_array = (ctypes.c_void_p * 1)(ctypes.addressof(buf))  # kept alive with the buffer
+        _scratch.argv = ctypes.addressof(_scratch.argv_array)
         _scratch.grid = (ctypes.c_int * 3)()
     return buf, _scratch.argv, _scratch.grid
 
@@ -110,8 +112,8 @@ def _prepare_device(k: LoadedKernel, device: int) -> None:
         k.devices.add(device)
 
 
-def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool):
-    cfg = k.configs.get((grid, pdl))
+def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool, stream: int):
+    cfg = k.configs.get((grid, pdl, stream))
     if cfg is not None:
         return cfg
     attrs = []
@@ -131,13 +133,9 @@ def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool):
     cfg.sharedMemBytes = k.smem_bytes
     cfg.attrs = attrs
     cfg.numAttrs = len(attrs)
-    k.configs[(grid, pdl)] = cfg
+    cfg.hStream = driver.CUstream(stream)
+    k.configs[(grid, pdl, stream)] = cfg
     return cfg
-
-
-@lru_cache(maxsize=64)
-def _stream(handle: int):
-    return driver.CUstream(handle)
 
 
 def grid_for(k: LoadedKernel, M: int, N: int) -> tuple[int, int, int]:
@@ -160,7 +158,6 @@ def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, sm_count: int,
         if rc != 0:
             raise LaunchError(f"{k.entry.symbol}: CUTLASS cannot run M={M} N={N} K={K} (code {rc})")
         grid = (grid_buf[0], grid_buf[1], grid_buf[2])
-    cfg = _config(k, grid, pdl)
-    with _lock:  # the cached config is shared: its stream must not change under another thread's launch
-        cfg.hStream = _stream(stream)
-        check(driver.cuLaunchKernelEx(cfg, k.kernel, ctypes.addressof(argv), 0), f"launch {k.entry.symbol}")
+    err = driver.cuLaunchKernelEx(_config(k, grid, pdl, stream), k.kernel, argv, 0)[0]
+    if err:
+        check((err,), f"launch {k.entry.symbol}")

@@ -96,8 +96,6 @@ def _run_cuda(x, weight, bias, out_dtype, pdl):
     if k is None:
         _log_once(reason)
         return reference(x, weight, bias, out_dtype)
-    if bias is not None and bias.stride(0) != 1:
-        bias = bias.contiguous()
     if x.device.index != torch.cuda.current_device():
         with torch.cuda.device(x.device):
             _launch(k, x, weight, bias, out, pdl)
@@ -191,4 +189,5 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         return y.reshape(*lead, y.shape[-1])
     if _eager_ok(x, weight, bias):
         return _impl(x, weight, bias, out_dtype, pdl)
+    validate.check_args(x, weight, bias, out_dtype)  # the dispatcher's own type errors name no fix
     return torch.ops.cutlass_router.router_gemm(x, weight, bias, out_dtype, pdl)

@@ -45,7 +45,12 @@ def check_args(x, weight, bias, out_dtype) -> torch.dtype:
 
 def kernel_blocker(x: torch.Tensor, weight: torch.Tensor, bias) -> str | None:
     """Why the emitted kernels cannot take these (valid) tensors as they are, or None when they can."""
-    K = x.shape[1]
+    M, K = x.shape
+    xs0, xs1 = x.stride()
+    ws0, ws1 = weight.stride()
+    if (K and not K % 8 and xs1 == 1 and ws1 == 1 and (M == 1 or not xs0 % 8) and not ws0 % 8
+            and not (x.data_ptr() | weight.data_ptr()) % 16 and (bias is None or bias.stride(0) == 1)):
+        return None  # the common case, decided with as few tensor calls as possible
     if K == 0:
         return "K = 0"
     if K % 8:

@@ -9,8 +9,8 @@
 //   * swap-AB: the experts sit on the M side of mma.sync m16n8k16 (16 experts x 8 tokens per MMA), so M = 1
 //     wastes 7/8 of the N side instead of 15/16 of the M side.
 //   * split-K twice: the warps of a CTA own disjoint K slices, and the CTAs of a thread block cluster own
-//     disjoint K ranges; partial sums travel through distributed shared memory (st.shared::cluster), with no
-//     second launch and no global workspace.
+//     disjoint K ranges; partial sums travel through distributed shared memory (st.async, counted on the
+//     owner's mbarrier), with no second launch, no global workspace and no cluster barrier after the K loop.
 //   * fragments straight from global memory: the dot product does not care how K is ordered, so each thread
 //     loads 16-byte vectors and the same permutation of K is applied to W and x. No shared-memory staging,
 //     no ldmatrix, every load in flight before the first MMA.
@@ -49,10 +49,27 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-__device__ __forceinline__ void store_remote_v4(float* local_addr, uint32_t rank, float4 v) {
-  uint32_t addr = cute::set_block_rank(static_cast<uint32_t>(__cvta_generic_to_shared(local_addr)), rank);
-  asm volatile("st.shared::cluster.v4.f32 [%0], {%1, %2, %3, %4};\n"
-               :: "r"(addr), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w) : "memory");
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Store 16 bytes into CTA `rank`'s shared memory and count them on that CTA's mbarrier (complete_tx): one
+// message carries data and signal, so no cluster-wide barrier is needed after the partial sums are sent.
+__device__ __forceinline__ void st_async_v4(float* local_addr, uint64_t* local_bar, uint32_t rank, float4 v) {
+  const uint32_t addr = cute::set_block_rank(smem_addr(local_addr), rank);
+  const uint32_t bar = cute::set_block_rank(smem_addr(local_bar), rank);
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.f32 [%0], {%1, %2, %3, %4}, [%5];\n"
+               :: "r"(addr), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(bar) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_wait_cluster(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile("{\n .reg .pred p;\n"
+                 " mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+                 " selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
+  }
 }
 
 template <typename T> __device__ __forceinline__ T from_float(float v);
@@ -74,6 +91,7 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   constexpr int kOwnLanes = (32 + kCluster - 1) / kCluster;
   // Receive buffer of the CTA that owns an output fragment: one float4 per (slice, tile, lane it owns).
   __shared__ float4 recv[kSlices][kExpTiles][kTokTiles][kOwnLanes];
+  __shared__ alignas(8) uint64_t recv_bar;  // counts the bytes of partial sums that peers send here
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -83,7 +101,13 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   const int n0 = (blockIdx.x / kCluster) * (16 * kExpTiles);
   const int m0 = blockIdx.y * (8 * kTokTiles);
 
-  if constexpr (kCluster > 1) cute::cluster_arrive_relaxed();  // peers' smem must exist before we write it
+  if constexpr (kCluster > 1) {
+    if (threadIdx.x == 0) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(detail::smem_addr(&recv_bar)) : "memory");
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    cute::cluster_arrive_relaxed();  // waited on before the first remote store: peers' smem and mbarrier exist
+  }
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
   // K range of this warp, in 64-wide chunks.
@@ -194,18 +218,27 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   // Push this warp's partial tile to the CTA that owns each lane's fragment (lane % kCluster).
   const int owner = lane % kCluster;
   const int own_idx = lane / kCluster;
-  if constexpr (kCluster > 1) cute::cluster_wait();
+  if constexpr (kCluster > 1) {
+    cute::cluster_wait();
+    if (threadIdx.x == 0) {
+      // Every slice sends one float4 per tile for each lane this CTA owns.
+      const uint32_t bytes = kSlices * ((32 - rank + kCluster - 1) / kCluster) * kExpTiles * kTokTiles * 16;
+      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+                   :: "r"(detail::smem_addr(&recv_bar)), "r"(bytes) : "memory");
+    }
+  }
 #pragma unroll
   for (int e = 0; e < kExpTiles; ++e)
 #pragma unroll
     for (int t = 0; t < kTokTiles; ++t) {
       const float4 v = make_float4(acc[0][e][t][0], acc[0][e][t][1], acc[0][e][t][2], acc[0][e][t][3]);
       if constexpr (kCluster > 1)
-        detail::store_remote_v4(&recv[slice][e][t][own_idx].x, owner, v);
+        detail::st_async_v4(&recv[slice][e][t][own_idx].x, &recv_bar, owner, v);
       else
         recv[slice][e][t][own_idx] = v;
     }
-  if constexpr (kCluster > 1) cute::cluster_sync(); else __syncthreads();
+  // Every thread waits, so this CTA's shared memory outlives the stores still flying into it.
+  if constexpr (kCluster > 1) detail::mbarrier_wait_cluster(&recv_bar, 0); else __syncthreads();
 
   // Reduce the fragments this CTA owns over all K slices in a fixed order, add bias, store.
   for (int i = threadIdx.x; i < kOwned; i += kWarps * 32) {

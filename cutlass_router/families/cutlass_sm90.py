@@ -87,19 +87,18 @@ def symbol(spec: Sm90GemmSpec) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _cppgen():
-    """Import cutlass_cppgen without its side effects on the caller's directory.
+    """Import cutlass_cppgen without its side effect on the caller's directory.
 
-    Its import opens ./compiled_cache.db (the cache of its own compile path, which we never use), creating the
-    file in whatever directory the process runs from; that one connection is pointed at memory instead.
+    Its import creates ./compiled_cache.db (the cache of its own compile path, which we never use) in whatever
+    directory the process runs from; that one connection is pointed at memory instead. cutlass_cppgen's own
+    compile path, if someone else uses it in this process, then behaves as if imported from another directory.
     """
     real_connect = sqlite3.connect
     sqlite3.connect = lambda *args, **kwargs: real_connect(":memory:")
     try:
         import cutlass_cppgen
-        from cutlass_cppgen.backend import compiler
     finally:
         sqlite3.connect = real_connect
-    cutlass_cppgen.CACHE_FILE = compiler.CACHE_FILE = ":memory:"
     return cutlass_cppgen
 
 
@@ -136,6 +135,7 @@ def _cutlass_types(spec: Sm90GemmSpec) -> tuple[str, str]:
     })
 
     cta_tile = [spec.tile_m, spec.tile_n, spec.tile_k]
+    # The instruction shape only names the kernel type; CUTLASS's collective builder picks the wgmma.
     math = MathInstruction([64, spec.tile_n, 16], DataType.bf16, DataType.bf16, DataType.f32,
                            OpcodeClass.TensorOp, MathOperation.multiply_add)
     tile = TileDescription(cta_tile, spec.stages, None, math, [spec.cluster_m, spec.cluster_n, 1],
@@ -197,7 +197,8 @@ extern "C" void {sym}_cluster_shape(int* xyz) {{
   xyz[2] = int(cute::size<2>(Operator::ClusterShape{{}}));
 }}
 
-// Returns 0 and fills params/grid, or 1 (problem not implementable), 2 (would need a workspace), 3 (cap).
+// Returns 0 and fills params/grid, or 1 (problem not implementable), 2 (would need a workspace), 3 (cap too
+// small), 4 (no CUDA driver to encode the TMA descriptors).
 extern "C" int {sym}_pack(void* params_out, int cap, int* grid_out,
                           const void* x, const void* w, const void* bias, void* out,
                           int M, int N, int K, long long ldx, long long ldw, long long ldo, int sm_count) {{
@@ -234,6 +235,11 @@ extern "C" int {sym}_pack(void* params_out, int cap, int* grid_out,
   if (!Gemm::can_implement(args)) return 1;
   if (Gemm::get_workspace_size(args) != 0) return 2;
   if (cap < int(sizeof(Gemm::Params))) return 3;
+  // CUTLASS fetches the TMA encoder through the runtime, and a failed encode only prints; find it first.
+  void* encode = nullptr;
+  cudaDriverEntryPointQueryResult found;
+  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &encode, 12000, cudaEnableDefault, &found)
+          != cudaSuccess || encode == nullptr || found != cudaDriverEntryPointSuccess) return 4;
   Gemm::Params params = Gemm::to_underlying_arguments(args, nullptr);
   std::memcpy(params_out, &params, sizeof(params));
   dim3 grid = Gemm::get_grid_shape(params);
@@ -281,7 +287,10 @@ def emit(spec: Sm90GemmSpec) -> str:
     """Whole .cu source for one kernel: CUTLASS types, a device entry `<symbol>`, host `<symbol>_*` functions.
 
     Define CUTLASS_ROUTER_HOST_ONLY to build only the host functions (a small shared library that fills
-    Params); build without it, for sm_90a, for the kernel.
+    Params); build without it, for sm_90a, for the kernel. Launch: grid from <symbol>_pack, block
+    (<symbol>_block_threads, 1, 1), <symbol>_smem_size bytes of dynamic shared memory (above 48 KB, so the
+    function's limit must be raised first), cluster <symbol>_cluster_shape, and the packed Params as the one
+    kernel parameter.
     """
     sym = symbol(spec)
     ns = f"{sym}_ns"

@@ -1,0 +1,108 @@
+"""Compilation of every emitted kernel (CI has nvcc, no GPU), the ptxas gate, and the cache's integrity."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cutlass_router import build, manifest
+
+pytestmark = pytest.mark.nvcc
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUTLASS_ROUTER_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("symbol", sorted(manifest.entries()))
+def test_kernel_compiles_clean(symbol):
+    """sm_90a cubin with no spills and no serialized wgmma; the intended MMA instructions are in the PTX."""
+    e = manifest.entry(symbol)
+    art = build.build_cubin(e.source(), symbol)
+    assert art.path.stat().st_size > 0
+    assert f"Compiling entry function '{symbol}' for 'sm_90a'" in art.report
+    assert "0 bytes spill stores, 0 bytes spill loads" in art.report
+    assert "C7510" not in art.report
+    if e.launch["params"] == "host_lib":
+        assert build.build_host_lib(e.source(), symbol).path.stat().st_size > 0
+
+
+def test_ptxas_gate_rejects_spills_and_serialized_wgmma():
+    build.check_ptxas_report("    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads", "k")
+    with pytest.raises(build.BuildError, match="spilled"):
+        build.check_ptxas_report("    8 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads", "k")
+    with pytest.raises(build.BuildError, match="C7510"):
+        build.check_ptxas_report("ptxas warning : (C7510) Potential Performance Loss: wgmma.mma_async", "k")
+
+
+SMALL = textwrap.dedent("""
+    extern "C" __global__ void crt_test_kernel(float* out) { out[threadIdx.x] = threadIdx.x; }
+""")
+
+
+def test_cache_hit_and_corruption_rebuild(fresh_cache):
+    a = build.build_cubin(SMALL, "crt_test_kernel")
+    assert a.path.parent == fresh_cache
+    mtime = a.path.stat().st_mtime_ns
+    assert build.build_cubin(SMALL, "crt_test_kernel").path.stat().st_mtime_ns == mtime  # hit
+    good = a.path.read_bytes()
+    a.path.write_bytes(good[: len(good) // 2])  # truncated by a crash or a full disk
+    with pytest.raises(build.BuildError, match="sha256"):
+        build.read_artifact(a.path)
+    b = build.build_cubin(SMALL, "crt_test_kernel")
+    assert build.read_artifact(b.path) == good
+
+
+def test_source_edit_changes_the_key(fresh_cache):
+    a = build.build_cubin(SMALL, "crt_test_kernel")
+    b = build.build_cubin(SMALL + "// v2\n", "crt_test_kernel")
+    assert a.path != b.path
+
+
+def test_compile_error_is_reported(fresh_cache):
+    with pytest.raises(build.BuildError, match="nvcc failed"):
+        build.build_cubin("this is not C++", "crt_broken")
+    assert not list(fresh_cache.glob("crt_broken*.cubin"))
+
+
+def test_concurrent_builds_leave_one_good_cubin(fresh_cache, tmp_path):
+    code = ("import sys; from cutlass_router import build; "
+            f"print(build.build_cubin({SMALL!r}, 'crt_test_kernel').path)")
+    env = dict(os.environ, CUTLASS_ROUTER_CACHE_DIR=str(fresh_cache))
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True,
+                              cwd=tmp_path) for _ in range(4)]
+    paths = {p.communicate()[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(paths) == 1
+    (path,) = paths
+    assert build.read_artifact(__import__("pathlib").Path(path))
+    leftovers = [p.name for p in fresh_cache.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == [], "nothing in the working directory"
+
+
+def test_splitk_params_layout_matches_the_struct(tmp_path):
+    """The Python packer and the C++ SplitKParams agree on size and offsets."""
+    from cutlass_router import launch
+
+    src = tmp_path / "layout.cu"
+    src.write_text(textwrap.dedent("""
+        #include <cstdio>
+        #include <cstddef>
+        #include "splitk_mma.cuh"
+        using P = cutlass_router::SplitKParams;
+        int main() {
+          printf("%zu %zu %zu %zu %zu %zu %zu\\n", sizeof(P), offsetof(P, bias), offsetof(P, out), offsetof(P, ldx),
+                 offsetof(P, ldo), offsetof(P, M), offsetof(P, K));
+        }
+    """))
+    tc = build.find_toolchain()
+    templates = os.path.join(os.path.dirname(build.__file__), "templates")
+    exe = tmp_path / "layout"
+    subprocess.run([tc.nvcc, "-std=c++17", *tc.includes(), "-I", templates, "-o", str(exe), str(src)], check=True,
+                   cwd=tmp_path)
+    got = list(map(int, subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()))
+    assert got == [launch.SPLITK_PARAMS.size, 16, 24, 32, 48, 56, 64]

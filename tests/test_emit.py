@@ -1,0 +1,81 @@
+"""emitted/ is exactly what the generator makes, and the manifest says what the launcher needs."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cutlass_router import catalog, dispatch, emit, manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_committed_files_match_generator():
+    stale = emit.diff(ROOT / "emitted")
+    assert stale == [], f"emitted/ is stale; run `python -m cutlass_router emit`: {stale}"
+
+
+def test_diff_detects_an_edit(tmp_path):
+    emit.write(tmp_path)
+    assert emit.diff(tmp_path) == []
+    victim = next(tmp_path.glob("*.cu"))
+    victim.write_text(victim.read_text() + "// edited\n")
+    (tmp_path / "crt_extra_kernel.cu").write_text("// not generated\n")
+    assert emit.diff(tmp_path) == sorted([victim.name, "crt_extra_kernel.cu"])
+
+
+def test_emission_independent_of_hash_seed():
+    code = ("import hashlib, cutlass_router.emit as e; f = e.render(); "
+            "print(hashlib.sha256(b''.join(k.encode() + f[k] for k in sorted(f))).hexdigest())")
+    digests = set()
+    for seed in ("0", "1", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        digests.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                                   check=True).stdout.strip())
+    assert len(digests) == 1
+
+
+def test_manifest_entries():
+    data = json.loads((ROOT / "emitted" / "manifest.json").read_text())
+    assert data["arch"] == "sm_90a"
+    symbols = [k["symbol"] for k in data["kernels"]]
+    assert len(symbols) == len(set(symbols)) == len(catalog.specs())
+    for k in data["kernels"]:
+        src = (ROOT / "emitted" / k["file"]).read_bytes()
+        assert hashlib.sha256(src).hexdigest() == k["sha256"]
+        assert f"{k['symbol']}(" in src.decode(), "the entry point must carry the manifest's symbol"
+        assert k["out_dtype"] in ("bf16", "f32")
+        assert k["launch"]["params"] in ("splitk", "host_lib")
+        if k["launch"]["params"] == "splitk":
+            assert k["launch"]["block_threads"] % 32 == 0 and 1 <= k["launch"]["cluster"] <= 16
+
+
+def test_every_dispatchable_kernel_is_emitted_in_both_dtypes():
+    known = manifest.entries()
+    shapes = [(32, 2880), (128, 2880), (60, 1000)] + list(dispatch.tuned_table("sm_90a"))
+    for N, K in shapes:
+        ladder = dispatch.ladder(N, K)
+        assert ladder[-1].max_m >= 1 << 62, "the last rung must serve every M"
+        assert [r.max_m for r in ladder] == sorted(r.max_m for r in ladder)
+        for r in ladder:
+            assert known[r.bf16].out_dtype == "bf16" and known[r.f32].out_dtype == "f32"
+            assert known[r.f32].config == dict(known[r.bf16].config, out_dtype="f32")
+        for M in (1, 3, 7, 13, 127, 1000, 8192, 10 ** 6):
+            assert dispatch.choose(N, K, M, "bf16") in known
+
+
+def test_cli_emit_check_passes_on_checkout():
+    r = subprocess.run([sys.executable, "-m", "cutlass_router", "emit", "--check"], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cli_emit_writes_into_given_dir_only(tmp_path):
+    work = tmp_path / "cwd"
+    work.mkdir()
+    r = subprocess.run([sys.executable, "-m", "cutlass_router", "emit", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "manifest.json").exists()
+    assert list(work.iterdir()) == [], "nothing may be written into the working directory"

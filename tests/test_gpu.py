@@ -1,0 +1,159 @@
+"""On an sm90 GPU: the emitted kernels against fp64, through dispatch and forced one by one.
+
+Every check draws fresh inputs and poisons the output first (NaN), so an unwritten element fails.
+"""
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import fp64_ref, rel_err
+
+from cutlass_router import RouterLinear, dispatch, manifest, ops, router_gemm
+
+pytestmark = pytest.mark.gpu
+BF16, F32 = torch.bfloat16, torch.float32
+TOL = {BF16: 1e-2, F32: 1e-5}
+M_SWEEP = [0, 1, 2, 3, 7, 8, 13, 16, 31, 64, 100, 127, 128, 256, 1000, 4096]
+
+
+def inputs(M, N, K, with_bias=True, seed=None):
+    g = torch.Generator(device="cuda")
+    g.manual_seed(seed if seed is not None else torch.randint(0, 2 ** 31, ()).item())
+    x = torch.randn(M, K, device="cuda", dtype=BF16, generator=g)
+    w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(BF16)
+    b = torch.randn(N, device="cuda", dtype=BF16, generator=g) if with_bias else None
+    return x, w, b
+
+
+def poison_allocator(M, N, dtype):
+    """Fill the caching allocator's next block of this size with NaN, so the op's output starts poisoned."""
+    t = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
+    del t
+
+
+def check(y, x, w, b, dtype):
+    assert y.dtype == dtype and y.shape == (x.shape[0], w.shape[0])
+    if y.numel():
+        err = rel_err(y, fp64_ref(x, w, b))
+        assert err < TOL[dtype], f"relative error {err}"
+
+
+@pytest.mark.parametrize("M", M_SWEEP)
+@pytest.mark.parametrize("N,K", [(32, 2880), (128, 2880), (60, 2880), (128, 1000)])
+@pytest.mark.parametrize("out_dtype", [BF16, F32])
+def test_dispatch_matches_fp64(M, N, K, out_dtype):
+    for with_bias in (True, False):
+        x, w, b = inputs(M, N, K, with_bias)
+        poison_allocator(M, N, out_dtype)
+        check(router_gemm(x, w, b, out_dtype=out_dtype), x, w, b, out_dtype)
+
+
+@pytest.mark.parametrize("symbol", sorted(manifest.entries()))
+def test_every_kernel_forced_at_odd_sizes(symbol):
+    dtype = BF16 if manifest.entry(symbol).out_dtype == "bf16" else F32
+    for M, N, K in [(1, 32, 2880), (7, 60, 1000), (13, 128, 2880), (127, 36, 2888), (1000, 128, 2880)]:
+        for with_bias in (True, False):
+            x, w, b = inputs(M, N, K, with_bias)
+            out = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
+            ops.run_kernel(symbol, x, w, b, dtype, out=out)
+            check(out, x, w, b, dtype)
+
+
+def test_tuned_rung_boundaries():
+    for (N, K), ladder in dispatch.tuned_table("sm_90a").items():
+        for r in ladder[:-1]:
+            for M in (r.max_m, r.max_m + 1):
+                x, w, b = inputs(M, N, K)
+                poison_allocator(M, N, BF16)
+                check(router_gemm(x, w, b), x, w, b, BF16)
+
+
+def test_pdl_off_and_env(monkeypatch):
+    x, w, b = inputs(5, 128, 2880)
+    check(router_gemm(x, w, b, pdl=False), x, w, b, BF16)
+    monkeypatch.setenv("CUTLASS_ROUTER_PDL", "0")
+    check(router_gemm(x, w, b), x, w, b, BF16)
+
+
+def test_non_default_stream():
+    x, w, b = inputs(13, 128, 2880)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        poison_allocator(13, 128, F32)
+        y = router_gemm(x, w, b, out_dtype=F32)
+    torch.cuda.current_stream().wait_stream(s)
+    check(y, x, w, b, F32)
+
+
+@pytest.mark.parametrize("M", [1, 16, 100, 2048])
+def test_cuda_graph_replay_after_inputs_change(M):
+    x, w, b = inputs(M, 128, 2880)
+    gate = RouterLinear(2880, 128, device="cuda")
+    with torch.no_grad():
+        gate.weight.copy_(w)
+        gate.bias.copy_(b)
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            gate(x)  # warm up (build, load) outside capture
+        torch.cuda.current_stream().wait_stream(s)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            y = gate(x)
+        for _ in range(3):
+            x.copy_(inputs(M, 128, 2880)[0])
+            y.fill_(float("nan"))
+            g.replay()
+            torch.cuda.synchronize()
+            check(y, x, w, b, BF16)
+
+
+def test_strided_and_misaligned_inputs_are_read_correctly():
+    x_wide, w, b = inputs(9, 128, 2880 + 64)
+    x = x_wide[:, :2880]  # row stride 2944: the kernel takes it as is
+    check(router_gemm(x, w[:, :2880], b), x, w[:, :2880], b, BF16)
+    xt = torch.randn(2880, 9, device="cuda", dtype=BF16).T  # column-major: falls back, still right
+    w2 = w[:, :2880].contiguous()
+    check(router_gemm(xt, w2, b), xt, w2, b, BF16)
+    flat = torch.randn(9 * 2880 + 1, device="cuda", dtype=BF16)
+    xm = flat[1:].view(9, 2880)  # 2-byte offset: not 16-byte aligned, falls back
+    check(router_gemm(xm, w2, b), xm, w2, b, BF16)
+    check(router_gemm(x, w2, b[::1]), x, w2, b, BF16)
+
+
+def test_k_not_multiple_of_8_falls_back_correctly():
+    x, w, b = inputs(5, 32, 2883)
+    check(router_gemm(x, w, b), x, w, b, BF16)
+
+
+def test_matches_f_linear_closely():
+    x, w, b = inputs(64, 128, 2880)
+    y, ref = router_gemm(x, w, b), F.linear(x, w, b)
+    assert (y.float() - ref.float()).abs().max().item() <= 2 * ref.float().abs().max().item() * 2 ** -8
+
+
+def test_disable_env_uses_fallback(monkeypatch):
+    monkeypatch.setenv("CUTLASS_ROUTER_DISABLE", "1")
+    x, w, b = inputs(3, 32, 2880)
+    check(router_gemm(x, w, b), x, w, b, BF16)
+
+
+def test_torch_compile_fullgraph_dynamic_on_gpu():
+    gate = RouterLinear(2880, 32, device="cuda")
+    compiled = torch.compile(gate, fullgraph=True, dynamic=True)
+    with torch.no_grad():
+        for M in (1, 7, 300):
+            x = inputs(M, 32, 2880)[0]
+            assert torch.equal(compiled(x), gate(x))
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_second_device():
+    with torch.cuda.device(1):
+        x, w, b = inputs(7, 128, 2880)
+    x, w, b = x.to("cuda:1"), w.to("cuda:1"), b.to("cuda:1")
+    y = router_gemm(x, w, b)
+    assert y.device == x.device
+    check(y, x, w, b, BF16)

@@ -1,0 +1,119 @@
+"""The custom op and module on the CPU path (what CI can run): registration, fake, opcheck, numerics."""
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import fp64_ref, rel_err
+
+import cutlass_router
+from cutlass_router import RouterLinear, ops, router_gemm
+
+BF16 = torch.bfloat16
+
+
+def rand(*shape, scale=1.0, gen=None):
+    return (torch.randn(*shape, generator=gen) * scale).to(BF16)
+
+
+def test_op_registered():
+    assert hasattr(torch.ops.cutlass_router, "router_gemm")
+    schema = str(torch.ops.cutlass_router.router_gemm.default._schema)
+    assert "Tensor x, Tensor weight, Tensor? bias=None, ScalarType? out_dtype=None, bool? pdl=None" in schema
+
+
+@pytest.mark.parametrize("M", [0, 1, 3, 7, 13, 127])
+@pytest.mark.parametrize("N,K", [(32, 2880), (60, 1000), (128, 264)])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("out_dtype", [None, torch.float32])
+def test_cpu_matches_fp64(M, N, K, with_bias, out_dtype):
+    x, w = rand(M, K), rand(N, K, scale=K ** -0.5)
+    b = rand(N) if with_bias else None
+    y = torch.ops.cutlass_router.router_gemm(x, w, b, out_dtype)
+    assert y.shape == (M, N) and y.dtype == (out_dtype or BF16)
+    if M:
+        err = rel_err(y, fp64_ref(x, w, b))
+        assert err < (1e-2 if out_dtype is None else 1e-5), err
+
+
+def test_fp32_logits_are_not_rounded_to_bf16():
+    x, w, b = rand(7, 2880), rand(32, 2880, scale=0.02), rand(32)
+    y32 = router_gemm(x, w, b, out_dtype=torch.float32)
+    ref = fp64_ref(x, w, b)
+    assert rel_err(y32, ref) < 1e-5
+    assert rel_err(y32.to(BF16), ref) > rel_err(y32, ref) * 10  # bf16 rounding would be visible
+
+
+def test_leading_dims_like_f_linear():
+    x, w, b = rand(2, 3, 64), rand(16, 64), rand(16)
+    y = router_gemm(x, w, b)
+    assert y.shape == (2, 3, 16)
+    assert rel_err(y, F.linear(x.double(), w.double(), b.double())) < 1e-2
+    assert router_gemm(rand(64), w, b).shape == (16,)
+
+
+def test_opcheck():
+    for args in [(rand(5, 64), rand(16, 64), rand(16), None, None),
+                 (rand(5, 64), rand(16, 64), None, torch.float32, False),
+                 (rand(0, 64), rand(16, 64), rand(16), None, None)]:
+        torch.library.opcheck(torch.ops.cutlass_router.router_gemm.default, args)
+
+
+def test_fake_tensor_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x, w, b = torch.empty(9, 2880, dtype=BF16), torch.empty(128, 2880, dtype=BF16), torch.empty(128, dtype=BF16)
+        y = torch.ops.cutlass_router.router_gemm(x, w, b, torch.float32)
+        assert y.shape == (9, 128) and y.dtype == torch.float32
+        with pytest.raises(ValueError, match="hidden size"):
+            torch.ops.cutlass_router.router_gemm(x, torch.empty(128, 64, dtype=BF16), None, None)
+
+
+def test_autograd_matches_f_linear():
+    x, w, b = (rand(5, 64).requires_grad_(), rand(16, 64).requires_grad_(), rand(16).requires_grad_())
+    router_gemm(x, w, b, out_dtype=torch.float32).sum().backward()
+    grads = [t.grad.clone() for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    F.linear(x.float(), w.float(), b.float()).sum().backward()
+    for g, t in zip(grads, (x, w, b)):
+        assert rel_err(g, t.grad) < 1e-2
+
+
+def test_router_linear_is_a_drop_in_for_nn_linear():
+    lin = torch.nn.Linear(64, 16, bias=True, dtype=BF16)
+    gate = RouterLinear.from_linear(lin)
+    assert gate.weight.data_ptr() != lin.weight.data_ptr()
+    x = rand(7, 64)
+    with torch.no_grad():
+        assert rel_err(gate(x), lin(x).double()) < 1e-2
+    fresh = RouterLinear(64, 16)
+    fresh.load_state_dict(lin.state_dict())  # same parameter names and shapes as nn.Linear
+    assert torch.equal(fresh.weight, lin.weight)
+    assert "in_features=64, out_features=16" in repr(fresh)
+    assert RouterLinear(64, 16, bias=False).bias is None
+
+
+def test_public_names():
+    assert cutlass_router.router_gemm is router_gemm
+    assert callable(cutlass_router.RouterLinear)
+
+
+def test_fallback_logs_once(monkeypatch, caplog):
+    ops._log_once.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="cutlass_router"):
+        ops._log_once("reason A")
+        ops._log_once("reason A")
+        ops._log_once("reason B")
+    msgs = [r.getMessage() for r in caplog.records]
+    assert sum("reason A" in m for m in msgs) == 1 and sum("reason B" in m for m in msgs) == 1
+
+
+def test_torch_compile_on_cpu_fullgraph_dynamic():
+    gate = RouterLinear(64, 16)
+    compiled = torch.compile(gate, fullgraph=True, dynamic=True, backend="eager")
+    with torch.no_grad():
+        for M in (1, 5, 33):
+            x = rand(M, 64)
+            assert torch.equal(compiled(x), gate(x))
