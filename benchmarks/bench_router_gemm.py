@@ -45,7 +45,7 @@ def empty_kernel(ctas: int, pdl: bool):
     kern = launch.check(driver.cuLibraryGetKernel(lib, b"crt_empty_kernel"), "get empty")
     entry = manifest.KernelEntry("crt_empty_kernel", "empty", "", "", "bf16", {},
                                  {"params": "splitk", "tile_n": 1, "tile_m": 1})
-    k = launch.LoadedKernel(entry, lib, kern, 128, 1, 0)
+    k = launch.LoadedKernel(entry, lib, kern, 128, (1, 1, 1), 0)
     return lambda: launch.launch(k, 0, torch.cuda.current_stream().cuda_stream, pdl, 132, 0, 0, 0, 0, 1, ctas, 0, 0, 0, 0)
 
 

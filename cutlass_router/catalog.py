@@ -4,6 +4,7 @@ Adding a kernel means adding its spec here, running `python -m cutlass_router em
 """
 from __future__ import annotations
 
+from .families.cutlass_sm90 import Sm90GemmSpec
 from .families.splitk_mma import SplitKSpec
 
 OUT_DTYPES = ("bf16", "f32")
@@ -32,10 +33,25 @@ _SPLITK = (
 )
 
 
+# (swap_ab, tile_m, tile_n, tile_k, kernel schedule): TMA + wgmma tiles for large M. Without swap the GEMM's M is
+# tokens; with swap it is experts.
+_SM90 = (
+    (False, 128, 128, 64, "TmaWarpSpecializedCooperative"),
+    (False, 64, 128, 64, "TmaWarpSpecializedPingpong"),
+    (True, 128, 64, 128, "TmaWarpSpecialized"),
+    (False, 128, 32, 128, "TmaWarpSpecializedCooperative"),
+    (False, 64, 32, 128, "TmaWarpSpecialized"),
+)
+_EPILOGUE = {"TmaWarpSpecializedCooperative": "TmaWarpSpecializedCooperative",
+             "TmaWarpSpecializedPingpong": "TmaWarpSpecialized", "TmaWarpSpecialized": "TmaWarpSpecialized"}
+
+
 def specs() -> list:
     out = []
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
+        out += [Sm90GemmSpec(dt, swap, tm, tn, tk, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
+                for (swap, tm, tn, tk, ks) in _SM90]
     return out
 
 

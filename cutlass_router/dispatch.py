@@ -46,8 +46,19 @@ def ladder(N: int, K: int, arch: str = "sm_90a") -> tuple[Rung, ...]:
     return tuned_table(arch).get((N, K)) or (_DEFAULT_FEW if N <= 48 else _DEFAULT_MANY)
 
 
-def choose(N: int, K: int, M: int, out_dtype: str, arch: str = "sm_90a") -> str:
-    for rung in ladder(N, K, arch):
+def _pick(rungs: tuple[Rung, ...], M: int, out_dtype: str) -> str:
+    for rung in rungs:
         if M <= rung.max_m:
             return getattr(rung, out_dtype)
     raise AssertionError("the last rung serves every M")
+
+
+def choose(N: int, K: int, M: int, out_dtype: str, arch: str = "sm_90a") -> str:
+    """The kernel for this call. A tuned TMA kernel whose output rows N cannot take (not 16-byte multiples)
+    gives way to the split-K ladder, which takes any N."""
+    from .manifest import entry
+
+    symbol = _pick(ladder(N, K, arch), M, out_dtype)
+    if N % entry(symbol).launch.get("n_multiple", 1):
+        symbol = _pick(_DEFAULT_FEW if N <= 48 else _DEFAULT_MANY, M, out_dtype)
+    return symbol

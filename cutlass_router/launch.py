@@ -41,7 +41,7 @@ class LoadedKernel:
     library: object
     kernel: object
     block_threads: int
-    cluster: int
+    cluster: tuple[int, int, int]
     smem_bytes: int
     host: ctypes.CDLL | None = None
     pack: object = None                          # the host library's <symbol>_pack, if any
@@ -91,10 +91,9 @@ def load(symbol: str, arch: str = "sm_90a") -> LoadedKernel:
         getattr(host, f"{symbol}_cluster_shape")(cluster)
         if getattr(host, f"{symbol}_params_size")() > _PARAM_CAPACITY:
             raise LaunchError(f"{symbol}: Params larger than {_PARAM_CAPACITY} bytes")
-        return LoadedKernel(e, library, kernel, getattr(host, f"{symbol}_block_threads")(),
-                            cluster[0] * cluster[1] * cluster[2], getattr(host, f"{symbol}_smem_size")(), host,
-                            getattr(host, f"{symbol}_pack"))
-    return LoadedKernel(e, library, kernel, launch["block_threads"], launch["cluster"], launch["smem_bytes"])
+        return LoadedKernel(e, library, kernel, getattr(host, f"{symbol}_block_threads")(), tuple(cluster),
+                            getattr(host, f"{symbol}_smem_size")(), host, getattr(host, f"{symbol}_pack"))
+    return LoadedKernel(e, library, kernel, launch["block_threads"], (launch["cluster"], 1, 1), launch["smem_bytes"])
 
 
 def _prepare_device(k: LoadedKernel, device: int) -> None:
@@ -106,7 +105,7 @@ def _prepare_device(k: LoadedKernel, device: int) -> None:
         if k.smem_bytes > 48 * 1024:
             check(driver.cuKernelSetAttribute(attr.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                               k.smem_bytes, k.kernel, dev), "cuKernelSetAttribute(smem)")
-        if k.cluster > 8:
+        if k.cluster[0] * k.cluster[1] * k.cluster[2] > 8:
             check(driver.cuKernelSetAttribute(attr.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED,
                                               1, k.kernel, dev), "cuKernelSetAttribute(cluster)")
         k.devices.add(device)
@@ -117,10 +116,10 @@ def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool, stream: int)
     if cfg is not None:
         return cfg
     attrs = []
-    if k.cluster > 1:
+    if k.cluster != (1, 1, 1):
         a = driver.CUlaunchAttribute()
         a.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-        a.value.clusterDim.x, a.value.clusterDim.y, a.value.clusterDim.z = k.cluster, 1, 1
+        a.value.clusterDim.x, a.value.clusterDim.y, a.value.clusterDim.z = k.cluster
         attrs.append(a)
     if pdl:
         a = driver.CUlaunchAttribute()
@@ -141,7 +140,7 @@ def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool, stream: int)
 def grid_for(k: LoadedKernel, M: int, N: int) -> tuple[int, int, int]:
     """Grid of a split-K kernel: N tiles (times the cluster) by M tiles."""
     lc = k.entry.launch
-    return (-(-N // lc["tile_n"]) * k.cluster, -(-M // lc["tile_m"]), 1)
+    return (-(-N // lc["tile_n"]) * k.cluster[0], -(-M // lc["tile_m"]), 1)
 
 
 def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, sm_count: int,

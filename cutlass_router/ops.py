@@ -78,9 +78,24 @@ def _launch(k, x, weight, bias, out, pdl):
     from .launch import launch
 
     dev = x.device.index
+    if dev != torch.cuda.current_device():  # a CUkernel launches into the current context
+        with torch.cuda.device(dev):
+            return _launch(k, x, weight, bias, out, pdl)
     launch(k, dev, _raw_stream(dev), pdl_default() if pdl is None else pdl, _sm_count(dev),
            x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(),
            x.shape[0], weight.shape[0], x.shape[1], x.stride(0), weight.stride(0), out.stride(0))
+
+
+def _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl):
+    """Launch; if the driver or CUTLASS refuses this call (nothing was enqueued), compute it through torch."""
+    from .launch import LaunchError
+
+    try:
+        _launch(k, x, weight, bias, out, pdl)
+        return out
+    except LaunchError as e:
+        _log_once(str(e))
+        return reference(x, weight, bias, out_dtype)
 
 
 def _run_cuda(x, weight, bias, out_dtype, pdl):
@@ -96,15 +111,48 @@ def _run_cuda(x, weight, bias, out_dtype, pdl):
     if k is None:
         _log_once(reason)
         return reference(x, weight, bias, out_dtype)
-    if x.device.index != torch.cuda.current_device():
-        with torch.cuda.device(x.device):
-            _launch(k, x, weight, bias, out, pdl)
-    else:
-        _launch(k, x, weight, bias, out, pdl)
-    return out
+    return _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl)
+
+
+def _try_fast(x, weight, bias, out_dtype, pdl):
+    """The common case decided in one pass over the tensors: supported dtypes and layouts on one sm90 device.
+
+    Returns the output, or None when anything is unusual; the checked path then raises or falls back. Every
+    condition here is one that validate.check_args or validate.kernel_blocker would otherwise verify.
+    """
+    if out_dtype is None:
+        out_dtype = torch.bfloat16
+    elif out_dtype is not torch.bfloat16 and out_dtype is not torch.float32:
+        return None
+    if x.dtype is not torch.bfloat16 or weight.dtype is not torch.bfloat16 or x.ndim != 2 or weight.ndim != 2:
+        return None
+    M, K = x.shape
+    N, K_w = weight.shape
+    dev = x.get_device()
+    if K != K_w or dev < 0 or weight.get_device() != dev or M == 0 or N == 0 or K % 8:
+        return None
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype is not torch.bfloat16
+                             or bias.ndim != 1 or bias.shape[0] != N
+                             or bias.get_device() != dev or bias.stride(0) != 1):
+        return None
+    xs0, xs1 = x.stride()
+    ws0, ws1 = weight.stride()
+    if xs1 != 1 or ws1 != 1 or (xs0 % 8 and M > 1) or ws0 % 8 or (x.data_ptr() | weight.data_ptr()) % 16:
+        return None
+    if _disabled():
+        return None
+    k, _ = _plan(dev, N, K, M, _DTYPE_NAME[out_dtype])
+    if k is None:
+        return None
+    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    return _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl)
 
 
 def _impl(x, weight, bias, out_dtype, pdl):
+    if isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and x.is_cuda:
+        out = _try_fast(x, weight, bias, out_dtype, pdl)
+        if out is not None:
+            return out
     out_dtype = validate.check_args(x, weight, bias, out_dtype)
     if x.is_cuda:
         return _run_cuda(x, weight, bias, out_dtype, pdl)
@@ -125,9 +173,11 @@ def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl:
     k = launch.load(symbol)
     if k.entry.out_dtype != _DTYPE_NAME[out_dtype]:
         raise ValueError(f"kernel {symbol} writes {k.entry.out_dtype}, not {out_dtype}")
+    n_multiple = k.entry.launch.get("n_multiple", 1)
+    if weight.shape[0] % n_multiple:
+        raise ValueError(f"kernel {symbol} needs N a multiple of {n_multiple}, got {weight.shape[0]}")
     if out.numel():
-        with torch.cuda.device(x.device):
-            _launch(k, x, weight, bias, out, pdl)
+        _launch(k, x, weight, bias, out, pdl)
     return out
 
 

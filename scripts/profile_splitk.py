@@ -33,7 +33,7 @@ def loaded(spec, name, edits):
     lib = launch.check(driver.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), "load")
     kern = launch.check(driver.cuLibraryGetKernel(lib, sym.encode()), "get")
     entry = manifest.KernelEntry(sym, "splitk_mma", "", "", spec.out_dtype, spec.config(), spec.launch())
-    return launch.LoadedKernel(entry, lib, kern, 32 * spec.warps, spec.cluster, 0)
+    return launch.LoadedKernel(entry, lib, kern, 32 * spec.warps, (spec.cluster, 1, 1), 0)
 
 
 def main():

@@ -51,8 +51,11 @@ def test_dispatch_matches_fp64(M, N, K, out_dtype):
 
 @pytest.mark.parametrize("symbol", sorted(manifest.entries()))
 def test_every_kernel_forced_at_odd_sizes(symbol):
-    dtype = BF16 if manifest.entry(symbol).out_dtype == "bf16" else F32
-    for M, N, K in [(1, 32, 2880), (7, 60, 1000), (13, 128, 2880), (127, 36, 2888), (1000, 128, 2880)]:
+    e = manifest.entry(symbol)
+    dtype = BF16 if e.out_dtype == "bf16" else F32
+    n_multiple = e.launch.get("n_multiple", 1)
+    shapes = [(1, 32, 2880), (7, 60, 1000), (13, 128, 2880), (127, 36, 2888), (1000, 128, 2880), (333, 40, 2880)]
+    for M, N, K in [s for s in shapes if s[1] % n_multiple == 0]:
         for with_bias in (True, False):
             x, w, b = inputs(M, N, K, with_bias)
             out = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
@@ -134,6 +137,14 @@ def test_matches_f_linear_closely():
     assert (y.float() - ref.float()).abs().max().item() <= 2 * ref.float().abs().max().item() * 2 ** -8
 
 
+def test_kernel_refuses_unsupported_n():
+    big = [s for s, e in manifest.entries().items() if e.launch.get("n_multiple", 1) == 8]
+    x, w, b = inputs(4, 60, 2880)
+    for symbol in big:
+        with pytest.raises(ValueError, match="multiple of 8"):
+            ops.run_kernel(symbol, x, w, b)
+
+
 def test_disable_env_uses_fallback(monkeypatch):
     monkeypatch.setenv("CUTLASS_ROUTER_DISABLE", "1")
     x, w, b = inputs(3, 32, 2880)
@@ -157,3 +168,20 @@ def test_second_device():
     y = router_gemm(x, w, b)
     assert y.device == x.device
     check(y, x, w, b, BF16)
+
+
+@pytest.mark.parametrize("M,N", [(1, 128), (16, 32), (300, 128)])
+def test_pdl_never_reads_x_early(M, N):
+    """Producer (a torch copy into x) then router, 10,000 times with x changing each time: every output must be
+    the one for the x just produced. A PDL launch that read x before its producer finished would fail here."""
+    K = 2880
+    _, w, b = inputs(M, N, K)
+    sources = [inputs(M, N, K)[0] for _ in range(8)]
+    expected = [router_gemm(s, w, b, pdl=False) for s in sources]  # the same kernel, launched without PDL
+    x = torch.empty_like(sources[0])
+    mismatches = torch.zeros((), dtype=torch.int64, device="cuda")
+    for i in range(10_000):
+        x.copy_(sources[i % 8])
+        y = router_gemm(x, w, b, pdl=True)
+        mismatches += (y != expected[i % 8]).sum()
+    assert mismatches.item() == 0

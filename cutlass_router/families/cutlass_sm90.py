@@ -17,7 +17,7 @@ import ast
 import functools
 import re
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 FAMILY = "cutlass_sm90"
 _CC = 90
@@ -72,8 +72,29 @@ class Sm90GemmSpec:
         if self.stages is not None and (not isinstance(self.stages, int) or self.stages < 1):
             raise ValueError(f"stages must be None or a positive int, got {self.stages!r}")
 
+    @property
+    def family(self) -> str:
+        return FAMILY
 
-def symbol(spec: Sm90GemmSpec) -> str:
+    @property
+    def symbol(self) -> str:
+        return symbol_of(self)
+
+    def config(self) -> dict:
+        return asdict(self)
+
+    def launch(self) -> dict:
+        # Block, cluster and shared memory come from the host library at load time; the output's rows must be
+        # 16-byte multiples for the TMA store, so N must be a multiple of n_multiple.
+        return {"params": "host_lib", "n_multiple": 8 if self.out_dtype == "bf16" else 4,
+                "tile_tokens": self.tile_n if self.swap_ab else self.tile_m,
+                "tile_experts": self.tile_m if self.swap_ab else self.tile_n}
+
+    def emit(self) -> str:
+        return emit_source(self)
+
+
+def symbol_of(spec: Sm90GemmSpec) -> str:
     """C identifier naming every field of the spec, e.g. crt_sm90_bf16_swap_128x16x128_c1x1_coop."""
     name = (f"crt_sm90_{spec.out_dtype}_{'swap' if spec.swap_ab else 'noswap'}"
             f"_{spec.tile_m}x{spec.tile_n}x{spec.tile_k}_c{spec.cluster_m}x{spec.cluster_n}"
@@ -163,7 +184,9 @@ def _cutlass_types(spec: Sm90GemmSpec) -> tuple[str, str]:
     return text.strip("\n"), op.procedural_name() + op.rt_module.emitter.operation_suffix
 
 
+# GDC on: the kernels wait on griddepcontrol before their first load and store, so a PDL launch is safe.
 _INCLUDES = """\
+#define CUTLASS_ENABLE_GDC_FOR_SM90 1
 #include <cstdint>
 #include <cstring>
 
@@ -283,7 +306,7 @@ _OPERANDS = {
 }
 
 
-def emit(spec: Sm90GemmSpec) -> str:
+def emit_source(spec: Sm90GemmSpec) -> str:
     """Whole .cu source for one kernel: CUTLASS types, a device entry `<symbol>`, host `<symbol>_*` functions.
 
     Define CUTLASS_ROUTER_HOST_ONLY to build only the host functions (a small shared library that fills
@@ -292,7 +315,7 @@ def emit(spec: Sm90GemmSpec) -> str:
     function's limit must be raised first), cluster <symbol>_cluster_shape, and the packed Params as the one
     kernel parameter.
     """
-    sym = symbol(spec)
+    sym = symbol_of(spec)
     ns = f"{sym}_ns"
     types, kernel_type = _cutlass_types(spec)
     fields = ", ".join(f"{k}={getattr(spec, k)!r}" for k in Sm90GemmSpec.__dataclass_fields__)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# One device session: build every kernel, GPU tests, tune both models, eager cost, benchmarks. Logs to $OUT.
+# Usage on the lent GPU (carry .whl and .cubins): bash scripts/device_run.sh [steps...]
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+export CUTLASS_ROUTER_CACHE_DIR=${CUTLASS_ROUTER_CACHE_DIR:-$PWD/.cubins}
+steps=${*:-build test tune eager bench}
+# $OUT returns at most 8 files: one log, the tuned table, and json/md/png per benchmarked model.
+exec > >(tee -a "$OUT/run.log") 2>&1
+for step in $steps; do
+  echo "=== $step ($(date -u +%H:%M:%S))"
+  case $step in
+    build) python3 -m cutlass_router build -j 16 2>&1 | tail -3 ;;
+    test) python3 -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tail -6 ;;
+    tune) for m in gpt-oss-120b gpt-oss-20b; do python3 -m cutlass_router tune --model $m 2>&1 | grep -v skip; done
+          cp cutlass_router/tuned/sm_90a.json "$OUT/" ;;
+    eager) python3 scripts/eager_cost.py 2>&1 ;;
+    bench) for m in openai/gpt-oss-120b openai/gpt-oss-20b; do
+             python3 benchmarks/bench_router_gemm.py --model $m --out "$OUT" 2>&1 | tail -18; done ;;
+    profile) python3 scripts/profile_splitk.py 2>&1 | tail -14 ;;
+  esac
+done
