@@ -33,14 +33,16 @@ _SPLITK = (
 )
 
 
-# (swap_ab, tile_m, tile_n, tile_k, kernel schedule): TMA + wgmma tiles for large M. Without swap the GEMM's M is
-# tokens; with swap it is experts.
+# (swap_ab, tile_m, tile_n, tile_k, kernel schedule, cluster_n): TMA + wgmma tiles for large M. Without swap the
+# GEMM's M is tokens; with swap it is experts. A cluster along N shares each x tile by TMA multicast.
 _SM90 = (
-    (False, 128, 128, 64, "TmaWarpSpecializedCooperative"),
-    (False, 64, 128, 64, "TmaWarpSpecializedPingpong"),
-    (True, 128, 64, 128, "TmaWarpSpecialized"),
-    (False, 128, 32, 128, "TmaWarpSpecializedCooperative"),
-    (False, 64, 32, 128, "TmaWarpSpecialized"),
+    (False, 128, 128, 64, "TmaWarpSpecializedCooperative", 1),
+    (False, 64, 128, 64, "TmaWarpSpecializedPingpong", 1),
+    (True, 128, 64, 128, "TmaWarpSpecialized", 1),
+    (False, 128, 32, 128, "TmaWarpSpecializedCooperative", 1),
+    (False, 64, 32, 128, "TmaWarpSpecialized", 1),
+    (False, 64, 32, 128, "TmaWarpSpecialized", 4),
+    (False, 64, 64, 128, "TmaWarpSpecialized", 2),
 )
 _EPILOGUE = {"TmaWarpSpecializedCooperative": "TmaWarpSpecializedCooperative",
              "TmaWarpSpecializedPingpong": "TmaWarpSpecialized", "TmaWarpSpecialized": "TmaWarpSpecialized"}
@@ -50,8 +52,8 @@ def specs() -> list:
     out = []
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
-        out += [Sm90GemmSpec(dt, swap, tm, tn, tk, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
-                for (swap, tm, tn, tk, ks) in _SM90]
+        out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
+                for (swap, tm, tn, tk, ks, cn) in _SM90]
     return out
 
 

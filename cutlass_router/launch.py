@@ -46,7 +46,11 @@ class LoadedKernel:
     host: ctypes.CDLL | None = None
     pack: object = None                          # the host library's <symbol>_pack, if any
     devices: set = field(default_factory=set)    # devices whose attributes are set
-    configs: dict = field(default_factory=dict)  # (grid, pdl, stream) -> CUlaunchConfig, never mutated
+    configs: dict = field(default_factory=dict)  # (grid x, y, z, pdl, stream) -> CUlaunchConfig, never mutated
+
+    def __post_init__(self):
+        lc = self.entry.launch  # split-K grids: N tiles (times the cluster) by M tiles
+        self.tile_m, self.tile_n = lc.get("tile_m", 0), lc.get("tile_n", 0)
 
 
 _lock = threading.Lock()
@@ -54,15 +58,16 @@ _scratch = threading.local()
 
 
 def _params_buffer():
-    """A per-thread parameter buffer and the address of the void*[1] pointing at it (the driver copies
-    the parameters during the launch call, so one buffer per thread is enough)."""
-    buf = getattr(_scratch, "buf", None)
-    if buf is None:
-        buf = _scratch.buf = ctypes.create_string_buffer(_PARAM_CAPACITY)
-        _scratch.argv_array = (ctypes.c_void_p * 1)(ctypes.addressof(buf))  # kept alive with the buffer
-        _scratch.argv = ctypes.addressof(_scratch.argv_array)
-        _scratch.grid = (ctypes.c_int * 3)()
-    return buf, _scratch.argv, _scratch.grid
+    """(buffer, address of the void*[1] pointing at it, int[3] grid) for this thread. The driver copies the
+    parameters during the launch call, so one buffer per thread is enough."""
+    try:
+        return _scratch.state
+    except AttributeError:
+        buf = ctypes.create_string_buffer(_PARAM_CAPACITY)
+        argv = (ctypes.c_void_p * 1)(ctypes.addressof(buf))
+        _scratch.keep = argv  # the pointer array must outlive its address
+        _scratch.state = (buf, ctypes.addressof(argv), (ctypes.c_int * 3)())
+        return _scratch.state
 
 
 def _bind_host(lib: ctypes.CDLL, symbol: str) -> None:
@@ -112,9 +117,6 @@ def _prepare_device(k: LoadedKernel, device: int) -> None:
 
 
 def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool, stream: int):
-    cfg = k.configs.get((grid, pdl, stream))
-    if cfg is not None:
-        return cfg
     attrs = []
     if k.cluster != (1, 1, 1):
         a = driver.CUlaunchAttribute()
@@ -133,14 +135,13 @@ def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool, stream: int)
     cfg.attrs = attrs
     cfg.numAttrs = len(attrs)
     cfg.hStream = driver.CUstream(stream)
-    k.configs[(grid, pdl, stream)] = cfg
+    k.configs[(*grid, pdl, stream)] = cfg
     return cfg
 
 
 def grid_for(k: LoadedKernel, M: int, N: int) -> tuple[int, int, int]:
     """Grid of a split-K kernel: N tiles (times the cluster) by M tiles."""
-    lc = k.entry.launch
-    return (-(-N // lc["tile_n"]) * k.cluster[0], -(-M // lc["tile_m"]), 1)
+    return (-(-N // k.tile_n) * k.cluster[0], -(-M // k.tile_m), 1)
 
 
 def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, sm_count: int,
@@ -151,12 +152,15 @@ def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, sm_count: int,
     buf, argv, grid_buf = _params_buffer()
     if k.host is None:
         SPLITK_PARAMS.pack_into(buf, 0, x, w, bias, out, ldx, ldw, ldo, M, N, K, 0)
-        grid = grid_for(k, M, N)
+        gx, gy, gz = -(-N // k.tile_n) * k.cluster[0], -(-M // k.tile_m), 1
     else:
         rc = k.pack(buf, _PARAM_CAPACITY, grid_buf, x, w, bias or None, out, M, N, K, ldx, ldw, ldo, sm_count)
         if rc != 0:
             raise LaunchError(f"{k.entry.symbol}: CUTLASS cannot run M={M} N={N} K={K} (code {rc})")
-        grid = (grid_buf[0], grid_buf[1], grid_buf[2])
-    err = driver.cuLaunchKernelEx(_config(k, grid, pdl, stream), k.kernel, argv, 0)[0]
+        gx, gy, gz = grid_buf
+    cfg = k.configs.get((gx, gy, gz, pdl, stream))
+    if cfg is None:
+        cfg = _config(k, (gx, gy, gz), pdl, stream)
+    err = driver.cuLaunchKernelEx(cfg, k.kernel, argv, 0)[0]
     if err:
         check((err,), f"launch {k.entry.symbol}")

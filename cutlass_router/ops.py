@@ -144,7 +144,7 @@ def _try_fast(x, weight, bias, out_dtype, pdl):
     k, _ = _plan(dev, N, K, M, _DTYPE_NAME[out_dtype])
     if k is None:
         return None
-    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    out = x.new_empty((M, N), dtype=out_dtype)  # cheaper than torch.empty(..., device=) from Python
     return _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl)
 
 
