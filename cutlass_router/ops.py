@@ -114,15 +114,20 @@ def _run_cuda(x, weight, bias, out_dtype, pdl):
     return _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl)
 
 
-def _try_fast(x, weight, bias, out_dtype, pdl):
-    """The common case decided in one pass over the tensors: supported dtypes and layouts on one sm90 device.
+_current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
 
-    Returns the output, or None when anything is unusual; the checked path then raises or falls back. Every
-    condition here is one that validate.check_args or validate.kernel_blocker would otherwise verify.
+
+def _try_fast(x, weight, bias, out_dtype, pdl):
+    """The common eager case decided in one pass, each tensor attribute read once: supported dtypes and layouts
+    on one sm90 device. Returns the output, or None when anything is unusual, and the checked path then raises
+    or falls back. Every condition here is one that validate.check_args or validate.kernel_blocker verifies;
+    in eager mode the Python around a launch costs more than the kernel, hence this path.
     """
-    if out_dtype is None:
-        out_dtype = torch.bfloat16
-    elif out_dtype is not torch.bfloat16 and out_dtype is not torch.float32:
+    if out_dtype is None or out_dtype is torch.bfloat16:
+        out_dtype, dt = torch.bfloat16, "bf16"
+    elif out_dtype is torch.float32:
+        dt = "f32"
+    else:
         return None
     if x.dtype is not torch.bfloat16 or weight.dtype is not torch.bfloat16 or x.ndim != 2 or weight.ndim != 2:
         return None
@@ -131,28 +136,33 @@ def _try_fast(x, weight, bias, out_dtype, pdl):
     dev = x.get_device()
     if K != K_w or dev < 0 or weight.get_device() != dev or M == 0 or N == 0 or K % 8:
         return None
-    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.dtype is not torch.bfloat16
-                             or bias.ndim != 1 or bias.shape[0] != N
-                             or bias.get_device() != dev or bias.stride(0) != 1):
-        return None
+    bp = 0
+    if bias is not None:
+        if (not isinstance(bias, torch.Tensor) or bias.dtype is not torch.bfloat16 or bias.ndim != 1
+                or bias.shape[0] != N or bias.get_device() != dev or bias.stride(0) != 1):
+            return None
+        bp = bias.data_ptr()
     xs0, xs1 = x.stride()
     ws0, ws1 = weight.stride()
-    if xs1 != 1 or ws1 != 1 or (xs0 % 8 and M > 1) or ws0 % 8 or (x.data_ptr() | weight.data_ptr()) % 16:
+    xp, wp = x.data_ptr(), weight.data_ptr()
+    if xs1 != 1 or ws1 != 1 or (xs0 % 8 and M > 1) or ws0 % 8 or (xp | wp) % 16 or _disabled():
         return None
-    if _disabled():
+    k, _ = _plan(dev, N, K, M, dt)
+    if k is None or dev != _current_device():
         return None
-    k, _ = _plan(dev, N, K, M, _DTYPE_NAME[out_dtype])
-    if k is None:
-        return None
-    out = x.new_empty((M, N), dtype=out_dtype)  # cheaper than torch.empty(..., device=) from Python
-    return _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl)
+    from .launch import LaunchError, launch
+
+    out = torch.empty((M, N), dtype=out_dtype, device=dev)
+    try:
+        launch(k, dev, _raw_stream(dev), pdl_default() if pdl is None else pdl, _sm_count(dev),
+               xp, wp, bp, out.data_ptr(), M, N, K, xs0, ws0, N)
+    except LaunchError as e:
+        _log_once(str(e))
+        return reference(x, weight, bias, out_dtype)
+    return out
 
 
 def _impl(x, weight, bias, out_dtype, pdl):
-    if isinstance(x, torch.Tensor) and isinstance(weight, torch.Tensor) and x.is_cuda:
-        out = _try_fast(x, weight, bias, out_dtype, pdl)
-        if out is not None:
-            return out
     out_dtype = validate.check_args(x, weight, bias, out_dtype)
     if x.is_cuda:
         return _run_cuda(x, weight, bias, out_dtype, pdl)
@@ -231,13 +241,17 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     In eager mode on plain tensors the op's body is called directly: the dispatcher's Python round trip costs
     more than the kernel. Under torch.compile, autograd or tensor subclasses it goes through torch.ops.
     """
-    if isinstance(x, torch.Tensor) and x.dim() != 2:
-        if x.dim() == 0:
+    if isinstance(x, torch.Tensor) and x.ndim != 2:
+        if x.ndim == 0:
             raise ValueError("x must have at least 1 dimension (the hidden size), got a 0-d tensor")
         lead = x.shape[:-1]
         y = router_gemm(x.reshape(-1, x.shape[-1]), weight, bias, out_dtype=out_dtype, pdl=pdl)
         return y.reshape(*lead, y.shape[-1])
     if _eager_ok(x, weight, bias):
+        if x.is_cuda:
+            out = _try_fast(x, weight, bias, out_dtype, pdl)
+            if out is not None:
+                return out
         return _impl(x, weight, bias, out_dtype, pdl)
     validate.check_args(x, weight, bias, out_dtype)  # the dispatcher's own type errors name no fix
     return torch.ops.cutlass_router.router_gemm(x, weight, bias, out_dtype, pdl)
