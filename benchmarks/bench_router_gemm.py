@@ -86,7 +86,7 @@ def main(argv=None) -> int:
 
     floor = {pdl: bench_us(empty_kernel(N // 16, pdl), args.rep_ms) for pdl in (True, False)}
     head = (f"{'batch_size':>10} {'PyTorch TFLOPs':>14} {'cutlass_router TFLOPs':>21} {'torch us':>9} "
-            f"{'ours us':>8} {'ours no-PDL us':>14} {'ratio':>6}")
+            f"{'ours us':>8} {'ours no-PDL us':>14} {'fp32-out us':>11} {'invariant us':>12} {'ratio':>6}")
     print(f"{name}: N={N} K={K}, {card}, {date}; empty-kernel floor {floor[True]:.2f} us (PDL), "
           f"{floor[False]:.2f} us (no PDL)")
     print(head)
@@ -97,13 +97,15 @@ def main(argv=None) -> int:
         t_ours = bench_us(lambda: cutlass_router.router_gemm(x, w, b, pdl=True), args.rep_ms)
         t_nopdl = bench_us(lambda: cutlass_router.router_gemm(x, w, b, pdl=False), args.rep_ms)
         t_f32 = bench_us(lambda: cutlass_router.router_gemm(x, w, b, out_dtype=torch.float32), args.rep_ms)
+        t_inv = bench_us(lambda: cutlass_router.router_gemm(x, w, b, batch_invariant=True), args.rep_ms)
         rec(M, "torch", False, t_torch)
         rec(M, "cutlass_router", True, t_ours)
         rec(M, "cutlass_router", False, t_nopdl)
         records.append(dict(records[-2], provider="cutlass_router_fp32_out", us=round(t_f32, 3)))
+        records.append(dict(records[-3], provider="cutlass_router_batch_invariant", us=round(t_inv, 3)))
         flops = 2.0 * M * N * K
         line = (f"{M:>10} {flops / t_torch / 1e6:>14.2f} {flops / t_ours / 1e6:>21.2f} {t_torch:>9.2f} "
-                f"{t_ours:>8.2f} {t_nopdl:>14.2f} {t_torch / t_ours:>5.2f}x")
+                f"{t_ours:>8.2f} {t_nopdl:>14.2f} {t_f32:>11.2f} {t_inv:>12.2f} {t_torch / t_ours:>5.2f}x")
         print(line, flush=True)
         lines.append(line)
     step_rows = []

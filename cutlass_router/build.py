@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .cache import atomic_write, cache_dir
+from .cache import atomic_write, writable_cache_dir
 
 # -DNDEBUG: CUTLASS's sm90 kernels otherwise keep device asserts that make ptxas serialize wgmma (C7510) and
 # spill. --expt-relaxed-constexpr: CuTe calls constexpr host functions from device code.
@@ -130,7 +130,7 @@ def build_cubin(source: str, symbol: str, arch: str = "sm_90a") -> Artifact:
     tc = find_toolchain()
     flags = [gencode(arch), "-cubin", "-Xptxas", "-v"]
     key = _key(source, arch, tc.version, *COMMON_FLAGS, *flags)
-    path = cache_dir() / f"{symbol}-{arch}-{key[:20]}.cubin"
+    path = writable_cache_dir() / f"{symbol}-{arch}-{key[:20]}.cubin"
     log = path.with_suffix(".log")
     if _read_verified(path) is not None and log.exists():
         return Artifact(path, log.read_text())
@@ -146,7 +146,7 @@ def build_host_lib(source: str, symbol: str, arch: str = "sm_90a") -> Artifact:
     tc = find_toolchain()
     flags = [gencode(arch), "-DCUTLASS_ROUTER_HOST_ONLY", "-Xcompiler", "-fPIC", "-shared"]
     key = _key(source, arch, tc.version, *COMMON_FLAGS, *flags)
-    path = cache_dir() / f"{symbol}-{arch}-{key[:20]}.so"
+    path = writable_cache_dir() / f"{symbol}-{arch}-{key[:20]}.so"
     if _read_verified(path) is not None:
         return Artifact(path, "")
     data, report = _compile(tc, source, symbol, flags, ".so")

@@ -14,6 +14,7 @@ from . import dispatch, validate
 logger = logging.getLogger("cutlass_router")
 ENV_DISABLE = "CUTLASS_ROUTER_DISABLE"  # 1: never run the emitted kernels
 ENV_PDL = "CUTLASS_ROUTER_PDL"          # 0: launch without programmatic dependent launch
+ENV_INVARIANT = "CUTLASS_ROUTER_BATCH_INVARIANT"  # 1: row results independent of M and of the other rows
 _DTYPE_NAME = {torch.bfloat16: "bf16", torch.float32: "f32"}
 
 
@@ -24,6 +25,10 @@ def _log_once(reason: str) -> None:
 
 def pdl_default() -> bool:
     return os.environ.get(ENV_PDL, "1") not in ("0", "false", "off")
+
+
+def invariant_default() -> bool:
+    return os.environ.get(ENV_INVARIANT, "0") not in ("0", "false", "off", "")
 
 
 def _disabled() -> bool:
@@ -48,8 +53,14 @@ def _raw_stream(device: int) -> int:
     return get(device) if get is not None else torch.cuda.current_stream(device).cuda_stream
 
 
-def reference(x, weight, bias, out_dtype):
-    """fp32-accumulated x @ weight.T + bias in out_dtype, through torch: the CPU path and the fallback."""
+def reference(x, weight, bias, out_dtype, invariant=False):
+    """fp32-accumulated x @ weight.T + bias in out_dtype, through torch: the CPU path and the fallback.
+
+    invariant: one row at a time, so that a row's bits cannot depend on how many rows there are (torch picks
+    its GEMM algorithm by shape); slow, and only used when batch invariance is asked for off the kernel path.
+    """
+    if invariant and x.shape[0] > 1:
+        return torch.cat([reference(x[i:i + 1], weight, bias, out_dtype) for i in range(x.shape[0])])
     if out_dtype == torch.bfloat16 and x.is_cuda:
         return F.linear(x, weight, bias)  # cuBLAS accumulates bf16 GEMMs in fp32
     y = F.linear(x.float(), weight.float(), None if bias is None else bias.float())
@@ -57,14 +68,19 @@ def reference(x, weight, bias, out_dtype):
 
 
 @lru_cache(maxsize=4096)
-def _plan(device: int, N: int, K: int, M: int, dt: str):
-    """(loaded kernel, None) for this shape on this device, or (None, why not). Cached: shapes repeat."""
+def _plan(device: int, N: int, K: int, M: int, dt: str, invariant: bool = False):
+    """(loaded kernel, None) for this shape on this device, or (None, why not). Cached: shapes repeat.
+
+    invariant: the kernel chosen for M = 1 serves every M. A split-K kernel's per-element arithmetic (its K
+    split and summation order) is fixed by its configuration and K, so one kernel for all M makes each row's
+    result independent of the batch.
+    """
     reason = _device_blocker(device)
     if reason:
         return None, reason
     from . import build, launch  # deferred: cuda.bindings is needed only on this path
 
-    symbol = dispatch.choose(N, K, M, dt)
+    symbol = dispatch.choose(N, K, 1 if invariant else M, dt)
     try:
         k = launch.load(symbol)
     except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
@@ -86,7 +102,7 @@ def _launch(k, x, weight, bias, out, pdl):
            x.shape[0], weight.shape[0], x.shape[1], x.stride(0), weight.stride(0), out.stride(0))
 
 
-def _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl):
+def _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl, invariant=False):
     """Launch; if the driver or CUTLASS refuses this call (nothing was enqueued), compute it through torch."""
     from .launch import LaunchError
 
@@ -94,30 +110,35 @@ def _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl):
         _launch(k, x, weight, bias, out, pdl)
         return out
     except LaunchError as e:
-        _log_once(str(e))
-        return reference(x, weight, bias, out_dtype)
+        return _fallback(x, weight, bias, out_dtype, out, str(e), invariant)
 
 
-def _run_cuda(x, weight, bias, out_dtype, pdl):
+def _fallback(x, weight, bias, out_dtype, out, reason, invariant=False):
+    _log_once(reason)
+    y = reference(x, weight, bias, out_dtype, invariant)
+    return y if out is None else out.copy_(y)
+
+
+def _run_cuda(x, weight, bias, out_dtype, pdl, out=None, invariant=False):
     M, K = x.shape
     N = weight.shape[0]
-    out = torch.empty((M, N), dtype=out_dtype, device=x.device)
+    if out is None:
+        out = torch.empty((M, N), dtype=out_dtype, device=x.device)
     if M == 0 or N == 0:
         return out
-    reason = "CUTLASS_ROUTER_DISABLE is set" if _disabled() else validate.kernel_blocker(x, weight, bias)
+    reason = "CUTLASS_ROUTER_DISABLE is set" if _disabled() else validate.kernel_blocker(x, weight, bias, out)
     k = None
     if reason is None:
-        k, reason = _plan(x.device.index, N, K, M, _DTYPE_NAME[out_dtype])
+        k, reason = _plan(x.device.index, N, K, M, _DTYPE_NAME[out_dtype], invariant)
     if k is None:
-        _log_once(reason)
-        return reference(x, weight, bias, out_dtype)
-    return _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl)
+        return _fallback(x, weight, bias, out_dtype, out, reason, invariant)
+    return _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl, invariant)
 
 
 _current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
 
 
-def _try_fast(x, weight, bias, out_dtype, pdl):
+def _try_fast(x, weight, bias, out_dtype, pdl, out=None, invariant=False):
     """The common eager case decided in one pass, each tensor attribute read once: supported dtypes and layouts
     on one sm90 device. Returns the output, or None when anything is unusual, and the checked path then raises
     or falls back. Every condition here is one that validate.check_args or validate.kernel_blocker verifies;
@@ -147,26 +168,31 @@ def _try_fast(x, weight, bias, out_dtype, pdl):
     xp, wp = x.data_ptr(), weight.data_ptr()
     if xs1 != 1 or ws1 != 1 or (xs0 % 8 and M > 1) or ws0 % 8 or (xp | wp) % 16 or _disabled():
         return None
-    k, _ = _plan(dev, N, K, M, dt)
+    if out is not None and (out.dtype is not out_dtype or out.shape != (M, N) or out.get_device() != dev
+                            or out.stride(1) != 1):
+        return None
+    k, _ = _plan(dev, N, K, M, dt, invariant)
     if k is None or dev != _current_device():
         return None
     from .launch import LaunchError, launch
 
-    out = torch.empty((M, N), dtype=out_dtype, device=dev)
+    if out is None:
+        out = torch.empty((M, N), dtype=out_dtype, device=dev)
     try:
         launch(k, dev, _raw_stream(dev), pdl_default() if pdl is None else pdl, _sm_count(dev),
-               xp, wp, bp, out.data_ptr(), M, N, K, xs0, ws0, N)
+               xp, wp, bp, out.data_ptr(), M, N, K, xs0, ws0, out.stride(0))
     except LaunchError as e:
-        _log_once(str(e))
-        return reference(x, weight, bias, out_dtype)
+        return _fallback(x, weight, bias, out_dtype, out, str(e), invariant)
     return out
 
 
-def _impl(x, weight, bias, out_dtype, pdl):
-    out_dtype = validate.check_args(x, weight, bias, out_dtype)
+def _impl(x, weight, bias, out_dtype, pdl, out=None, invariant=None):
+    out_dtype = validate.check_args(x, weight, bias, out_dtype, out)
+    invariant = invariant_default() if invariant is None else invariant
     if x.is_cuda:
-        return _run_cuda(x, weight, bias, out_dtype, pdl)
-    return reference(x, weight, bias, out_dtype)
+        return _run_cuda(x, weight, bias, out_dtype, pdl, out, invariant)
+    y = reference(x, weight, bias, out_dtype, invariant)
+    return y if out is None else out.copy_(y)
 
 
 def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl: Optional[bool] = None,
@@ -193,19 +219,32 @@ def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl:
 
 @torch.library.custom_op("cutlass_router::router_gemm", mutates_args=())
 def router_gemm_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                   out_dtype: Optional[torch.dtype] = None, pdl: Optional[bool] = None) -> torch.Tensor:
+                   out_dtype: Optional[torch.dtype] = None, pdl: Optional[bool] = None,
+                   batch_invariant: Optional[bool] = None) -> torch.Tensor:
     """x [M, K] @ weight[N, K].T + bias[N], fp32 accumulation, in out_dtype (bf16 by default)."""
-    return _impl(x, weight, bias, out_dtype, pdl)
+    return _impl(x, weight, bias, out_dtype, pdl, None, batch_invariant)
 
 
 @router_gemm_op.register_fake
-def _(x, weight, bias=None, out_dtype=None, pdl=None):
+def _(x, weight, bias=None, out_dtype=None, pdl=None, batch_invariant=None):
     out_dtype = validate.check_args(x, weight, bias, out_dtype)
     return x.new_empty((x.shape[0], weight.shape[0]), dtype=out_dtype)
 
 
+@torch.library.custom_op("cutlass_router::router_gemm_out", mutates_args=("out",))
+def router_gemm_out_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: torch.Tensor,
+                       pdl: Optional[bool] = None, batch_invariant: Optional[bool] = None) -> None:
+    """router_gemm into a preallocated out [M, N] (bf16 or fp32, rows contiguous): allocates nothing."""
+    _impl(x, weight, bias, out.dtype, pdl, out, batch_invariant)
+
+
+@router_gemm_out_op.register_fake
+def _(x, weight, bias, out, pdl=None, batch_invariant=None):
+    validate.check_args(x, weight, bias, out.dtype, out)
+
+
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, _, _ = inputs
+    x, weight, bias = inputs[:3]
     ctx.save_for_backward(x, weight)
     ctx.has_bias = bias is not None
 
@@ -216,7 +255,7 @@ def _backward(ctx, grad):
     gx = (g @ weight.float()).to(x.dtype) if ctx.needs_input_grad[0] else None
     gw = (g.t() @ x.float()).to(weight.dtype) if ctx.needs_input_grad[1] else None
     gb = g.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
-    return gx, gw, gb, None, None
+    return gx, gw, gb, None, None, None
 
 
 router_gemm_op.register_autograd(_backward, setup_context=_setup_context)
@@ -233,25 +272,41 @@ def _eager_ok(x, weight, bias) -> bool:
 
 
 def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
-                out_dtype: Optional[torch.dtype] = None, pdl: Optional[bool] = None) -> torch.Tensor:
+                out_dtype: Optional[torch.dtype] = None, pdl: Optional[bool] = None,
+                out: Optional[torch.Tensor] = None, batch_invariant: Optional[bool] = None) -> torch.Tensor:
     """Same result as F.linear(x, weight, bias) (fp32 accumulation), x of any rank >= 1.
 
     out_dtype=torch.float32 returns the logits straight from the fp32 accumulator, without bf16 rounding.
+    out=: write into this preallocated tensor (shape x.shape[:-1] + (N,), bf16 or fp32) and return it.
     pdl=False launches without programmatic dependent launch (default: on, or $CUTLASS_ROUTER_PDL).
+    batch_invariant=True makes row i's bits independent of M and of the other rows (default: off, or
+    $CUTLASS_ROUTER_BATCH_INVARIANT): one kernel serves every M, slower at large M.
     In eager mode on plain tensors the op's body is called directly: the dispatcher's Python round trip costs
     more than the kernel. Under torch.compile, autograd or tensor subclasses it goes through torch.ops.
     """
+    if out is not None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
+        if out_dtype is not None and out_dtype != out.dtype:
+            raise TypeError(f"out_dtype={out_dtype} but out is {out.dtype}; pass one or make them agree")
+        out_dtype = out.dtype
     if isinstance(x, torch.Tensor) and x.ndim != 2:
         if x.ndim == 0:
             raise ValueError("x must have at least 1 dimension (the hidden size), got a 0-d tensor")
         lead = x.shape[:-1]
-        y = router_gemm(x.reshape(-1, x.shape[-1]), weight, bias, out_dtype=out_dtype, pdl=pdl)
-        return y.reshape(*lead, y.shape[-1])
-    if _eager_ok(x, weight, bias):
+        flat_out = None if out is None else out.view(-1, out.shape[-1]) if out.ndim else out
+        y = router_gemm(x.reshape(-1, x.shape[-1]), weight, bias, out_dtype=out_dtype, pdl=pdl, out=flat_out,
+                        batch_invariant=batch_invariant)
+        return out if out is not None else y.reshape(*lead, y.shape[-1])
+    if _eager_ok(x, weight, bias) and (out is None or type(out) is torch.Tensor):
         if x.is_cuda:
-            out = _try_fast(x, weight, bias, out_dtype, pdl)
-            if out is not None:
-                return out
-        return _impl(x, weight, bias, out_dtype, pdl)
-    validate.check_args(x, weight, bias, out_dtype)  # the dispatcher's own type errors name no fix
-    return torch.ops.cutlass_router.router_gemm(x, weight, bias, out_dtype, pdl)
+            inv = invariant_default() if batch_invariant is None else batch_invariant
+            y = _try_fast(x, weight, bias, out_dtype, pdl, out, inv)
+            if y is not None:
+                return y
+        return _impl(x, weight, bias, out_dtype, pdl, out, batch_invariant)
+    validate.check_args(x, weight, bias, out_dtype, out)  # the dispatcher's own type errors name no fix
+    if out is not None:
+        torch.ops.cutlass_router.router_gemm_out(x, weight, bias, out, pdl, batch_invariant)
+        return out
+    return torch.ops.cutlass_router.router_gemm(x, weight, bias, out_dtype, pdl, batch_invariant)

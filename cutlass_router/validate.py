@@ -7,7 +7,7 @@ SUPPORTED_IN = (torch.bfloat16,)
 SUPPORTED_OUT = (torch.bfloat16, torch.float32)
 
 
-def check_args(x, weight, bias, out_dtype) -> torch.dtype:
+def check_args(x, weight, bias, out_dtype, out=None) -> torch.dtype:
     """Raise TypeError/ValueError on bad input; return the output dtype (bf16 when None)."""
     for name, t in (("x", x), ("weight", weight)):
         if not isinstance(t, torch.Tensor):
@@ -37,14 +37,26 @@ def check_args(x, weight, bias, out_dtype) -> torch.dtype:
         if bias.device != x.device:
             raise ValueError(f"bias is on {bias.device} but x is on {x.device}; move both to one device")
     if out_dtype is None:
-        return torch.bfloat16
+        out_dtype = torch.bfloat16
     if out_dtype not in SUPPORTED_OUT:
         raise TypeError(f"out_dtype must be torch.bfloat16 or torch.float32, got {out_dtype}")
+    if out is not None:
+        want = (x.shape[0], weight.shape[0])
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
+        if out.dtype != out_dtype:
+            raise TypeError(f"out must be {out_dtype}, got {out.dtype}")
+        if tuple(out.shape) != want:
+            raise ValueError(f"out must have shape {want} ([tokens, experts]), got {tuple(out.shape)}")
+        if out.device != x.device:
+            raise ValueError(f"out is on {out.device} but x is on {x.device}; allocate out on x's device")
     return out_dtype
 
 
-def kernel_blocker(x: torch.Tensor, weight: torch.Tensor, bias) -> str | None:
+def kernel_blocker(x: torch.Tensor, weight: torch.Tensor, bias, out=None) -> str | None:
     """Why the emitted kernels cannot take these (valid) tensors as they are, or None when they can."""
+    if out is not None and out.shape[1] > 1 and out.stride(1) != 1:
+        return f"out is not contiguous along its last dimension (stride {tuple(out.stride())})"
     M, K = x.shape
     xs0, xs1 = x.stride()
     ws0, ws1 = weight.stride()

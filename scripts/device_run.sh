@@ -21,5 +21,7 @@ for step in $steps; do
     bench) for m in openai/gpt-oss-120b openai/gpt-oss-20b; do
              python3 benchmarks/bench_router_gemm.py --model $m --out "$OUT" 2>&1 | tail -18; done ;;
     profile) python3 scripts/profile_splitk.py 2>&1 | tail -14 ;;
+    sanitize) bash scripts/sanitize.sh ;;
+    torture) python3 -m pytest -q -m gpu tests/test_torture.py 2>&1 | tail -4 ;;
   esac
 done

@@ -106,3 +106,17 @@ def test_splitk_params_layout_matches_the_struct(tmp_path):
                    cwd=tmp_path)
     got = list(map(int, subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()))
     assert got == [launch.SPLITK_PARAMS.size, 16, 24, 32, 48, 56, 64]
+
+
+def test_unwritable_cache_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):
+    from cutlass_router import cache
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a directory cannot be made below a file, whoever runs the test
+    monkeypatch.setenv("CUTLASS_ROUTER_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(cache.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with caplog.at_level("WARNING", logger="cutlass_router"):
+        art = build.build_cubin(SMALL, "crt_test_kernel")
+    assert art.path.parent == tmp_path / "tmp" / f"cutlass_router-{os.getuid()}"
+    assert "is not writable" in caplog.text and "CUTLASS_ROUTER_CACHE_DIR" in caplog.text

@@ -185,3 +185,34 @@ def test_pdl_never_reads_x_early(M, N):
         y = router_gemm(x, w, b, pdl=True)
         mismatches += (y != expected[i % 8]).sum()
     assert mismatches.item() == 0
+
+
+@pytest.mark.parametrize("M,N", [(1, 128), (13, 32), (3000, 128)])
+@pytest.mark.parametrize("out_dtype", [BF16, F32])
+def test_out_variant_allocates_nothing(M, N, out_dtype):
+    x, w, b = inputs(M, N, 2880)
+    wide = torch.full((M, N + 16), float("nan"), device="cuda", dtype=out_dtype)
+    out = wide[:, :N]  # row stride N + 16: written in place, the padding untouched
+    router_gemm(x, w, b, out=out)  # warm up: build, load, plan
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    out.fill_(float("nan"))
+    y = router_gemm(x, w, b, out=out)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] == before
+    assert y is out
+    check(out, x, w, b, out_dtype)
+    assert torch.isnan(wide[:, N:]).all()
+
+
+@pytest.mark.parametrize("N", [32, 128])
+@pytest.mark.parametrize("out_dtype", [BF16, F32])
+def test_batch_invariant_rows_do_not_depend_on_the_batch(N, out_dtype):
+    x, w, b = inputs(4096, N, 2880)
+    full = router_gemm(x, w, b, out_dtype=out_dtype, batch_invariant=True)
+    check(full, x, w, b, out_dtype)
+    for M in (1, 2, 3, 17, 64, 255, 1000):
+        assert torch.equal(router_gemm(x[:M], w, b, out_dtype=out_dtype, batch_invariant=True), full[:M]), M
+    other = x.clone()
+    other[1:] = inputs(4095, N, 2880)[0]
+    assert torch.equal(router_gemm(other, w, b, out_dtype=out_dtype, batch_invariant=True)[0], full[0])

@@ -19,7 +19,7 @@ def rand(*shape, scale=1.0, gen=None):
 def test_op_registered():
     assert hasattr(torch.ops.cutlass_router, "router_gemm")
     schema = str(torch.ops.cutlass_router.router_gemm.default._schema)
-    assert "Tensor x, Tensor weight, Tensor? bias=None, ScalarType? out_dtype=None, bool? pdl=None" in schema
+    assert "Tensor x, Tensor weight, Tensor? bias=None, ScalarType? out_dtype=None, bool? pdl=None, bool? batch_invariant=None" in schema
 
 
 @pytest.mark.parametrize("M", [0, 1, 3, 7, 13, 127])
@@ -54,7 +54,7 @@ def test_leading_dims_like_f_linear():
 
 def test_opcheck():
     for args in [(rand(5, 64), rand(16, 64), rand(16), None, None),
-                 (rand(5, 64), rand(16, 64), None, torch.float32, False),
+                 (rand(5, 64), rand(16, 64), None, torch.float32, False, True),
                  (rand(0, 64), rand(16, 64), rand(16), None, None)]:
         torch.library.opcheck(torch.ops.cutlass_router.router_gemm.default, args)
 
@@ -117,3 +117,46 @@ def test_torch_compile_on_cpu_fullgraph_dynamic():
         for M in (1, 5, 33):
             x = rand(M, 64)
             assert torch.equal(compiled(x), gate(x))
+
+
+@pytest.mark.parametrize("out_dtype", [BF16, torch.float32])
+def test_out_variant(out_dtype):
+    x, w, b = rand(7, 64), rand(16, 64), rand(16)
+    out = torch.full((7, 16), float("nan"), dtype=out_dtype)
+    y = router_gemm(x, w, b, out=out)
+    assert y is out
+    assert rel_err(out, fp64_ref(x, w, b)) < (1e-2 if out_dtype == BF16 else 1e-5)
+    out3 = torch.full((1, 7, 16), float("nan"), dtype=out_dtype)
+    assert router_gemm(x.view(1, 7, 64), w, b, out=out3) is out3
+    assert torch.equal(out3[0], out)
+    torch.ops.cutlass_router.router_gemm_out(x, w, None, out)
+    assert rel_err(out, fp64_ref(x, w, None)) < (1e-2 if out_dtype == BF16 else 1e-5)
+
+
+def test_out_variant_opcheck():
+    torch.library.opcheck(torch.ops.cutlass_router.router_gemm_out.default,
+                          (rand(5, 64), rand(16, 64), rand(16), torch.empty(5, 16, dtype=torch.float32), None))
+
+
+def test_out_variant_errors():
+    x, w, b = rand(7, 64), rand(16, 64), rand(16)
+    with pytest.raises(ValueError, match=r"out must have shape \(7, 16\)"):
+        router_gemm(x, w, b, out=torch.empty(7, 8, dtype=BF16))
+    with pytest.raises(TypeError, match="out_dtype=torch.float32 but out is torch.bfloat16"):
+        router_gemm(x, w, b, out=torch.empty(7, 16, dtype=BF16), out_dtype=torch.float32)
+    with pytest.raises(TypeError, match="out_dtype must be torch.bfloat16 or torch.float32"):
+        router_gemm(x, w, b, out=torch.empty(7, 16, dtype=torch.float16))
+    with pytest.raises(TypeError, match="out must be a torch.Tensor"):
+        router_gemm(x, w, b, out=[0.0])
+
+
+def test_batch_invariant_cpu_rows_do_not_depend_on_the_batch(monkeypatch):
+    x, w, b = rand(300, 256), rand(32, 256), rand(32)
+    full = router_gemm(x, w, b, batch_invariant=True)
+    for M in (1, 7, 64):
+        assert torch.equal(router_gemm(x[:M], w, b, batch_invariant=True), full[:M])
+    other = x.clone()
+    other[1:] = rand(299, 256)
+    assert torch.equal(router_gemm(other, w, b, batch_invariant=True)[0], full[0])
+    monkeypatch.setenv("CUTLASS_ROUTER_BATCH_INVARIANT", "1")
+    assert torch.equal(router_gemm(x[:5], w, b), full[:5])
