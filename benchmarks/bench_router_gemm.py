@@ -37,15 +37,10 @@ def bench_us(fn, rep_ms: int) -> float:
 
 def empty_kernel(ctas: int, pdl: bool):
     """A do-nothing kernel through this library's launcher: the floor any launch pays."""
-    from cutlass_router import build
-    from cuda.bindings import driver
-
-    cubin = build.read_artifact(build.build_cubin(EMPTY_SOURCE, "crt_empty_kernel").path)
-    lib = launch.check(driver.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), "load empty")
-    kern = launch.check(driver.cuLibraryGetKernel(lib, b"crt_empty_kernel"), "get empty")
     entry = manifest.KernelEntry("crt_empty_kernel", "empty", "", "", "bf16", {},
-                                 {"params": "splitk", "tile_n": 1, "tile_m": 1})
-    k = launch.LoadedKernel(entry, lib, kern, 128, (1, 1, 1), 0)
+                                 {"params": "splitk", "block_threads": 128, "cluster": 1, "smem_bytes": 0,
+                                  "tile_n": 1, "tile_m": 1})
+    k = launch.load_entry(entry, EMPTY_SOURCE)
     return lambda: launch.launch(k, 0, torch.cuda.current_stream().cuda_stream, pdl, 132, 0, 0, 0, 0, 1, ctas, 0, 0, 0, 0)
 
 

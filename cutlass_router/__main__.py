@@ -1,4 +1,4 @@
-"""Command line: python -m cutlass_router {emit,build,tune,info}."""
+"""Command line: python -m cutlass_router {emit,build,prebuild,tune,info}."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,14 @@ def _build(args) -> int:
     return 1 if failed else 0
 
 
+def _prebuild(args) -> int:
+    from . import prebuilt
+
+    for symbol in prebuilt.write():
+        print(f"prebuilt {symbol}")
+    return 0
+
+
 def _shape(args) -> tuple[int, int]:
     from . import models
 
@@ -90,6 +98,8 @@ def main(argv=None) -> int:
     b.add_argument("symbols", nargs="*", help="kernel symbols (default: all)")
     b.add_argument("-j", "--jobs", type=int, default=2)
     b.set_defaults(fn=_build)
+    pb = sub.add_parser("prebuild", help="compile the split-K kernels into the package's prebuilt/ (ship them)")
+    pb.set_defaults(fn=_prebuild)
     t = sub.add_parser("tune", help="time every candidate per M on this GPU and write the dispatch table")
     t.add_argument("--model", help="gpt-oss-20b or gpt-oss-120b")
     t.add_argument("--experts", type=int)

@@ -126,7 +126,14 @@ def _compile(tc: Toolchain, source: str, symbol: str, flags: list[str], suffix: 
         return Path(dst).read_bytes(), report
 
 
-def build_cubin(source: str, symbol: str, arch: str = "sm_90a") -> Artifact:
+def build_cubin(source: str, symbol: str, arch: str = "sm_90a", prefer_prebuilt: bool = True) -> Artifact:
+    """The cubin of `source`: the package's prebuilt one for exactly this source, else from the cache or nvcc."""
+    if prefer_prebuilt:
+        from . import prebuilt
+
+        shipped = prebuilt.lookup(symbol, source, arch)
+        if shipped is not None:
+            return Artifact(shipped, "prebuilt (shipped with the package)")
     tc = find_toolchain()
     flags = [gencode(arch), "-cubin", "-Xptxas", "-v"]
     key = _key(source, arch, tc.version, *COMMON_FLAGS, *flags)
@@ -155,6 +162,11 @@ def build_host_lib(source: str, symbol: str, arch: str = "sm_90a") -> Artifact:
 
 
 def read_artifact(path: Path) -> bytes:
+    """The bytes of a cached artifact (checked against its sha256 sidecar) or of a shipped, indexed cubin."""
+    from . import prebuilt
+
+    if path.parent == prebuilt.DIR:
+        return path.read_bytes()  # prebuilt.lookup checked it against the index
     data = _read_verified(path)
     if data is None:
         raise BuildError(f"{path} is missing or fails its sha256 check")

@@ -18,6 +18,10 @@ _SPLITK = (
     (8, 4, 1, 1, 2),
     (8, 8, 1, 1, 1),
     (16, 1, 1, 1, 2),
+    # ... and every W load of a warp issued before the grid-dependency wait (chunks per warp <= unroll)
+    (16, 1, 1, 1, 3),
+    (12, 1, 1, 1, 4),
+    (8, 2, 1, 1, 3),
     (8, 2, 1, 1, 2),
     (4, 8, 2, 1, 2),
     (4, 4, 2, 1, 2),

@@ -60,5 +60,10 @@ def choose(N: int, K: int, M: int, out_dtype: str, arch: str = "sm_90a") -> str:
 
     symbol = _pick(ladder(N, K, arch), M, out_dtype)
     if N % entry(symbol).launch.get("n_multiple", 1):
-        symbol = _pick(_DEFAULT_FEW if N <= 48 else _DEFAULT_MANY, M, out_dtype)
+        symbol = choose_splitk(N, M, out_dtype)
     return symbol
+
+
+def choose_splitk(N: int, M: int, out_dtype: str) -> str:
+    """The default split-K ladder's kernel: takes any N, and ships prebuilt."""
+    return _pick(_DEFAULT_FEW if N <= 48 else _DEFAULT_MANY, M, out_dtype)

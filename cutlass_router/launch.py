@@ -83,7 +83,12 @@ def _bind_host(lib: ctypes.CDLL, symbol: str) -> None:
 def load(symbol: str, arch: str = "sm_90a") -> LoadedKernel:
     """Build (or fetch from the cache) and load one kernel of the manifest."""
     e = entry(symbol)
-    source = e.source()
+    return load_entry(e, e.source(), arch)
+
+
+def load_entry(e: KernelEntry, source: str, arch: str = "sm_90a") -> LoadedKernel:
+    """Build and load `source`, whose entry point is e.symbol, launched as e.launch says (uncached)."""
+    symbol = e.symbol
     cubin = build.read_artifact(build.build_cubin(source, symbol, arch).path)
     check(driver.cuInit(0), "cuInit")
     library = check(driver.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), f"cuLibraryLoadData({symbol})")

@@ -10,11 +10,14 @@ from pathlib import Path
 
 @lru_cache(maxsize=None)
 def emitted_dir():
-    """The installed cutlass_router.emitted package, or emitted/ beside a source checkout on sys.path."""
-    try:
-        return resources.files("cutlass_router.emitted")
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "emitted"
+    """emitted/ of the source checkout this package was imported from, else the installed cutlass_router.emitted.
+
+    The checkout comes first so that a checkout on sys.path never pairs its code with another install's kernels.
+    """
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "emitted" / "manifest.json").is_file():
+        return checkout / "emitted"
+    return resources.files("cutlass_router.emitted")
 
 
 @dataclass(frozen=True)

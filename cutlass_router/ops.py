@@ -19,8 +19,8 @@ _DTYPE_NAME = {torch.bfloat16: "bf16", torch.float32: "f32"}
 
 
 @lru_cache(maxsize=None)
-def _log_once(reason: str) -> None:
-    logger.warning("cutlass_router: using the torch fallback: %s", reason)
+def _log_once(message: str) -> None:
+    logger.warning("cutlass_router: %s", message)
 
 
 def pdl_default() -> bool:
@@ -84,7 +84,15 @@ def _plan(device: int, N: int, K: int, M: int, dt: str, invariant: bool = False)
     try:
         k = launch.load(symbol)
     except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
-        return None, f"kernel {symbol} unavailable: {e}"
+        # A CUTLASS kernel needs nvcc for its host library; the split-K ladder may be prebuilt. Try it next.
+        fallback = dispatch.choose_splitk(N, 1 if invariant else M, dt)
+        if fallback == symbol:
+            return None, f"kernel {symbol} unavailable: {e}"
+        _log_once(f"kernel {symbol} unavailable ({e}); using {fallback}")
+        try:
+            k = launch.load(fallback)
+        except (build.BuildError, launch.LaunchError, KeyError, OSError) as e2:
+            return None, f"kernels {symbol} and {fallback} unavailable: {e2}"
     if k.host is None and launch.grid_for(k, M, N)[1] > dispatch.MAX_GRID_Y:
         return None, f"M = {M} exceeds the grid limit of {symbol}"
     return k, None
@@ -114,7 +122,7 @@ def _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl, invariant=False
 
 
 def _fallback(x, weight, bias, out_dtype, out, reason, invariant=False):
-    _log_once(reason)
+    _log_once(f"using the torch fallback: {reason}")
     y = reference(x, weight, bias, out_dtype, invariant)
     return y if out is None else out.copy_(y)
 

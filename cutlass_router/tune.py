@@ -58,11 +58,20 @@ def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, log=print) -> dict[in
     return table
 
 
+TIE = 0.03  # a kernel within 3% of the best at this M is as good: keep the previous rung's kernel then
+
+
 def rungs(table: dict[int, dict[str, float]]) -> list[dict]:
-    """Best kernel per measured M, adjacent equal choices merged; the last rung serves every larger M."""
+    """Best kernel per measured M, adjacent equal choices merged; the last rung serves every larger M.
+
+    Differences under TIE are run-to-run noise, so the previous rung's kernel is kept when it is that close:
+    fewer switches between kernels as M grows, and a table that does not flip between tuning runs.
+    """
     out: list[dict] = []
     for M in sorted(table):
         best = min(table[M], key=table[M].get)
+        if out and table[M].get(out[-1]["bf16"], float("inf")) <= table[M][best] * (1 + TIE):
+            best = out[-1]["bf16"]
         if out and out[-1]["bf16"] == best:
             out[-1]["max_m"] = M
         else:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One device session: build every kernel, GPU tests, tune both models, eager cost, benchmarks. Logs to $OUT.
+# One device session: build every kernel, GPU tests, tune both models, eager cost, benchmarks, examples,
+# sanitizers (steps: build test tune eager bench examples profile sanitize). Logs to $OUT/run.log.
 # Usage on the lent GPU (carry .whl and .cubins): bash scripts/device_run.sh [steps...]
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -14,7 +15,8 @@ for step in $steps; do
   echo "=== $step ($(date -u +%H:%M:%S))"
   case $step in
     build) python3 -m cutlass_router build -j 16 2>&1 | tail -3 ;;
-    test) python3 -m pytest -q -m gpu tests/test_gpu.py 2>&1 | tail -6 ;;
+    test) python3 -m pytest -q -m gpu tests/ 2>&1 | tail -6 ;;
+    examples) for m in 120b 20b; do python3 examples/gpt_oss_$m.py 2>&1; done ;;
     tune) for m in gpt-oss-120b gpt-oss-20b; do python3 -m cutlass_router tune --model $m 2>&1 | grep -v skip; done
           cp cutlass_router/tuned/sm_90a.json "$OUT/" ;;
     eager) python3 scripts/eager_cost.py 2>&1 ;;
@@ -22,6 +24,5 @@ for step in $steps; do
              python3 benchmarks/bench_router_gemm.py --model $m --out "$OUT" 2>&1 | tail -18; done ;;
     profile) python3 scripts/profile_splitk.py 2>&1 | tail -14 ;;
     sanitize) bash scripts/sanitize.sh ;;
-    torture) python3 -m pytest -q -m gpu tests/test_torture.py 2>&1 | tail -4 ;;
   esac
 done

@@ -5,9 +5,8 @@ Scratch experiment (results are wrong by design); run on the GPU: python scripts
 import torch
 import triton.testing
 
-from cutlass_router import build, launch, manifest
+from cutlass_router import launch, manifest
 from cutlass_router.families.splitk_mma import SplitKSpec
-from cuda.bindings import driver
 
 LOOP = "for (int c0 = c_begin; c0 < c_end; c0 += kUnroll) {"
 XLOAD = "xv[u][t][v] = detail::load_16B(xrow[t] + (c0 + u) * 64 + 32 * v,"
@@ -28,12 +27,8 @@ def loaded(spec, name, edits):
     for old, new in edits:
         assert old in src, (name, old)
         src = src.replace(old, new)
-    sym = spec.symbol
-    cubin = build.read_artifact(build.build_cubin(src, sym).path)
-    lib = launch.check(driver.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), "load")
-    kern = launch.check(driver.cuLibraryGetKernel(lib, sym.encode()), "get")
-    entry = manifest.KernelEntry(sym, "splitk_mma", "", "", spec.out_dtype, spec.config(), spec.launch())
-    return launch.LoadedKernel(entry, lib, kern, 32 * spec.warps, (spec.cluster, 1, 1), 0)
+    entry = manifest.KernelEntry(spec.symbol, "splitk_mma", "", "", spec.out_dtype, spec.config(), spec.launch())
+    return launch.load_entry(entry, src)
 
 
 def main():

@@ -79,3 +79,10 @@ def test_cli_emit_writes_into_given_dir_only(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "out" / "manifest.json").exists()
     assert list(work.iterdir()) == [], "nothing may be written into the working directory"
+
+
+def test_tuning_keeps_the_previous_kernel_within_noise():
+    from cutlass_router import tune
+
+    table = {1: {"a": 1.00, "b": 1.01}, 2: {"a": 1.02, "b": 1.00}, 4: {"a": 2.0, "b": 1.0}}
+    assert [(r["max_m"], r["bf16"]) for r in tune.rungs(table)] == [(2, "a"), (1 << 62, "b")]

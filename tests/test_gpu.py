@@ -216,3 +216,95 @@ def test_batch_invariant_rows_do_not_depend_on_the_batch(N, out_dtype):
     other = x.clone()
     other[1:] = inputs(4095, N, 2880)[0]
     assert torch.equal(router_gemm(other, w, b, out_dtype=out_dtype, batch_invariant=True)[0], full[0])
+
+
+def test_non_hopper_gpu_falls_back_with_a_logged_reason(monkeypatch, caplog):
+    """What an sm80/sm89 GPU gets: the torch path, the same numbers, one log line saying why."""
+    monkeypatch.setattr(ops, "_device_blocker", lambda index: "GPU 0 is sm_89; the emitted kernels are sm_90a")
+    ops._plan.cache_clear()
+    ops._log_once.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="cutlass_router"):
+            for M in (1, 300):
+                x, w, b = inputs(M, 128, 2880)
+                check(router_gemm(x, w, b), x, w, b, BF16)
+                check(router_gemm(x, w, b, out_dtype=F32), x, w, b, F32)
+        assert caplog.text.count("sm_89") == 1
+    finally:
+        ops._plan.cache_clear()
+
+
+def test_refused_cubin_falls_back(monkeypatch, caplog):
+    """A driver that refuses the cubins: the torch path, the same numbers, the driver's reason in the log."""
+    from cutlass_router import launch
+
+    def refuse(symbol, arch="sm_90a"):
+        raise launch.LaunchError(f"cuLibraryLoadData({symbol}) failed: CUDA_ERROR_UNSUPPORTED_PTX_VERSION")
+
+    monkeypatch.setattr(launch, "load", refuse)
+    ops._plan.cache_clear()
+    ops._log_once.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="cutlass_router"):
+            for M, N in ((7, 32), (4096, 128)):
+                x, w, b = inputs(M, N, 2880)
+                check(router_gemm(x, w, b), x, w, b, BF16)
+        assert "UNSUPPORTED_PTX" in caplog.text
+    finally:
+        ops._plan.cache_clear()
+
+
+def test_without_a_toolkit_the_shipped_cubins_run(monkeypatch, caplog, tmp_path):
+    """No nvcc and an empty cache: split-K kernels come from the package; a CUTLASS kernel, which needs nvcc for
+    its host library, gives way to the split-K ladder, with a log line saying so."""
+    from cutlass_router import build, launch
+
+    def no_toolkit():
+        raise build.ToolkitNotFound("nvcc not found: install the CUDA toolkit (12.4+) or set CUDA_HOME")
+
+    monkeypatch.setattr(build, "find_toolchain", no_toolkit)
+    monkeypatch.setattr(launch, "load", launch.load.__wrapped__)  # no in-process cache of loaded kernels
+    monkeypatch.setenv("CUTLASS_ROUTER_CACHE_DIR", str(tmp_path))
+    ops._plan.cache_clear()
+    ops._log_once.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="cutlass_router"):
+            x, w, b = inputs(7, 32, 2880)
+            check(router_gemm(x, w, b), x, w, b, BF16)
+            assert caplog.text == ""  # the tuned split-K kernel ran, from the package
+            x, w, b = inputs(4096, 128, 2880)
+            check(router_gemm(x, w, b), x, w, b, BF16)
+        assert "nvcc not found" in caplog.text and "using crt_splitk_" in caplog.text
+        assert "torch fallback" not in caplog.text
+    finally:
+        ops._plan.cache_clear()
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_all_gpus_at_once():
+    """One thread per GPU, each launching on its own device and stream at the same time, every result checked."""
+    import threading
+
+    errors = []
+
+    def worker(dev):
+        try:
+            with torch.cuda.device(dev):
+                stream = torch.cuda.Stream()
+                with torch.cuda.stream(stream):
+                    for i in range(300):
+                        M, N = (1, 7, 64, 1000)[i % 4], (32, 128)[i % 2]
+                        x, w, b = (t.to(f"cuda:{dev}") for t in inputs(M, N, 2880, seed=dev * 1000 + i))
+                        y = router_gemm(x, w, b, out_dtype=F32 if i % 3 == 0 else BF16)
+                        assert y.device == x.device
+                        err = rel_err(y, fp64_ref(x, w, b))
+                        assert err < TOL[y.dtype], (dev, i, err)
+        except Exception as e:  # surfaced by the main thread
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(d,)) for d in range(torch.cuda.device_count())]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
