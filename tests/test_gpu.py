@@ -172,16 +172,21 @@ def test_second_device():
 
 @pytest.mark.parametrize("M,N", [(1, 128), (16, 32), (300, 128)])
 def test_pdl_never_reads_x_early(M, N):
-    """Producer (a torch copy into x) then router, 10,000 times with x changing each time: every output must be
-    the one for the x just produced. A PDL launch that read x before its producer finished would fail here."""
+    """Producer then router, 10,000 times with x changing each time: every output must be the one for the x just
+    produced. The producers do not use PDL: a torch copy, and a cuBLAS GEMM (x = source @ I). A PDL launch that
+    read x before its producer finished would fail here."""
     K = 2880
     _, w, b = inputs(M, N, K)
     sources = [inputs(M, N, K)[0] for _ in range(8)]
     expected = [router_gemm(s, w, b, pdl=False) for s in sources]  # the same kernel, launched without PDL
+    eye = torch.eye(K, device="cuda", dtype=BF16)
     x = torch.empty_like(sources[0])
     mismatches = torch.zeros((), dtype=torch.int64, device="cuda")
     for i in range(10_000):
-        x.copy_(sources[i % 8])
+        if i % 2:
+            torch.mm(sources[i % 8], eye, out=x)  # exact: one product per output element
+        else:
+            x.copy_(sources[i % 8])
         y = router_gemm(x, w, b, pdl=True)
         mismatches += (y != expected[i % 8]).sum()
     assert mismatches.item() == 0
