@@ -140,6 +140,8 @@ def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool, stream: int)
     cfg.attrs = attrs
     cfg.numAttrs = len(attrs)
     cfg.hStream = driver.CUstream(stream)
+    if len(k.configs) >= 4096:  # prefill brings many grid heights: keep the cache bounded
+        k.configs.clear()
     k.configs[(*grid, pdl, stream)] = cfg
     return cfg
 

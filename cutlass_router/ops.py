@@ -94,7 +94,7 @@ def _plan(device: int, N: int, K: int, M: int, dt: str, invariant: bool = False)
         except (build.BuildError, launch.LaunchError, KeyError, OSError) as e2:
             return None, f"kernels {symbol} and {fallback} unavailable: {e2}"
     if k.host is None and launch.grid_for(k, M, N)[1] > dispatch.MAX_GRID_Y:
-        return None, f"M = {M} exceeds the grid limit of {symbol}"
+        return None, f"M = {M} exceeds the grid limit of {k.entry.symbol}"
     return k, None
 
 
@@ -302,7 +302,9 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         if x.ndim == 0:
             raise ValueError("x must have at least 1 dimension (the hidden size), got a 0-d tensor")
         lead = x.shape[:-1]
-        flat_out = None if out is None else out.view(-1, out.shape[-1]) if out.ndim else out
+        if out is not None and tuple(out.shape[:-1]) != tuple(lead):
+            raise ValueError(f"out must have shape {tuple(lead)} + (experts,), got {tuple(out.shape)}")
+        flat_out = None if out is None else out.view(-1, out.shape[-1])
         y = router_gemm(x.reshape(-1, x.shape[-1]), weight, bias, out_dtype=out_dtype, pdl=pdl, out=flat_out,
                         batch_invariant=batch_invariant)
         return out if out is not None else y.reshape(*lead, y.shape[-1])

@@ -148,6 +148,8 @@ def test_out_variant_errors():
         router_gemm(x, w, b, out=torch.empty(7, 16, dtype=torch.float16))
     with pytest.raises(TypeError, match="out must be a torch.Tensor"):
         router_gemm(x, w, b, out=[0.0])
+    with pytest.raises(ValueError, match=r"out must have shape \(1, 7\) \+ \(experts,\)"):
+        router_gemm(x.view(1, 7, 64), w, b, out=torch.empty(7, 1, 16, dtype=BF16))
 
 
 def test_batch_invariant_cpu_rows_do_not_depend_on_the_batch(monkeypatch):
