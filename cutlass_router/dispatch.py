@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from .families.splitk_mma import SplitKSpec
+
 
 @dataclass(frozen=True)
 class Rung:
@@ -18,12 +20,8 @@ class Rung:
     f32: str       # kernel symbol for fp32 output
 
 
-def _splitk(dt: str, w: int, c: int, e: int, t: int, u: int) -> str:
-    return f"crt_splitk_{dt}_w{w}_c{c}_e{e}_t{t}_u{u}"
-
-
 def _rung(max_m: int, *cfg: int) -> Rung:
-    return Rung(max_m, _splitk("bf16", *cfg), _splitk("f32", *cfg))
+    return Rung(max_m, SplitKSpec("bf16", *cfg).symbol, SplitKSpec("f32", *cfg).symbol)
 
 
 # Untuned shapes: the split-K family at every M. Few experts want more CTAs per expert tile.

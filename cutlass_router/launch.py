@@ -159,7 +159,7 @@ def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, sm_count: int,
     buf, argv, grid_buf = _params_buffer()
     if k.host is None:
         SPLITK_PARAMS.pack_into(buf, 0, x, w, bias, out, ldx, ldw, ldo, M, N, K, 0)
-        gx, gy, gz = -(-N // k.tile_n) * k.cluster[0], -(-M // k.tile_m), 1
+        gx, gy, gz = grid_for(k, M, N)
     else:
         rc = k.pack(buf, _PARAM_CAPACITY, grid_buf, x, w, bias or None, out, M, N, K, ldx, ldw, ldo, sm_count)
         if rc != 0:

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from cutlass_router import dispatch, ops
+from cutlass_router import dispatch, manifest, ops
 
 SHAPES = [(1, 32, 2880), (13, 60, 1000), (127, 128, 2880), (1000, 128, 2888)]
 
@@ -20,7 +20,7 @@ def main() -> int:
         symbols &= set(only.split(","))
     bad = 0
     for sym in sorted(symbols):
-        dtype = torch.bfloat16 if "_bf16_" in sym else torch.float32
+        dtype = torch.bfloat16 if manifest.entry(sym).out_dtype == "bf16" else torch.float32
         for M, N, K in SHAPES:
             x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
             w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
