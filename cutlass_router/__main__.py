@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     b.add_argument("symbols", nargs="*", help="kernel symbols (default: all)")
     b.add_argument("-j", "--jobs", type=int, default=2)
     b.set_defaults(fn=_build)
-    pb = sub.add_parser("prebuild", help="compile the split-K kernels into the package's prebuilt/ (ship them)")
+    pb = sub.add_parser("prebuild", help="compile every kernel (and the CUTLASS host library) into the package's prebuilt/")
     pb.set_defaults(fn=_prebuild)
     t = sub.add_parser("tune", help="time every candidate per M on this GPU and write the dispatch table")
     t.add_argument("--model", help="gpt-oss-20b or gpt-oss-120b")

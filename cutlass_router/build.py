@@ -65,9 +65,19 @@ def _cutlass_root() -> str:
     return cutlass_library.source_path
 
 
+ENV_NVCC = "CUTLASS_ROUTER_NVCC"
+
+
 @lru_cache(maxsize=None)
 def find_toolchain() -> Toolchain:
-    nvcc = _find_nvcc()
+    # Serving may want no compiler in the loop at all (a CUTLASS kernel takes a minute to build): "none" keeps
+    # the package to its shipped kernels, whatever toolkit is installed.
+    explicit = os.environ.get(ENV_NVCC)
+    if explicit is not None and explicit.lower() in ("", "0", "none", "off"):
+        raise ToolkitNotFound(f"nvcc not used: {ENV_NVCC}={explicit!r} keeps to the shipped kernels")
+    if explicit is not None and not os.path.isfile(explicit):
+        raise ToolkitNotFound(f"{ENV_NVCC}={explicit!r} is not a file: point it at nvcc, or unset it")
+    nvcc = explicit or _find_nvcc()
     if nvcc is None:
         raise ToolkitNotFound("nvcc not found: install the CUDA toolkit (12.4+) or set CUDA_HOME")
     out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
@@ -148,10 +158,20 @@ def build_cubin(source: str, symbol: str, arch: str = "sm_90a", prefer_prebuilt:
     return Artifact(path, report)
 
 
-def build_host_lib(source: str, symbol: str, arch: str = "sm_90a") -> Artifact:
-    """The host half of a kernel whose parameters CUTLASS packs (TMA descriptors): a shared library."""
+HOST_FLAGS = ("-DCUTLASS_ROUTER_HOST_ONLY", "-Xcompiler", "-fPIC")
+
+
+def build_host_lib(source: str, symbol: str, arch: str = "sm_90a", prefer_prebuilt: bool = True) -> Artifact:
+    """The host half of a kernel whose parameters CUTLASS packs (TMA descriptors): a shared library, the package's
+    prebuilt one where it holds exactly this source's host code for this platform, else from the cache or nvcc."""
+    if prefer_prebuilt:
+        from . import prebuilt
+
+        shipped = prebuilt.lookup_host(symbol, source, arch)
+        if shipped is not None:
+            return Artifact(shipped, "prebuilt (shipped with the package)")
     tc = find_toolchain()
-    flags = [gencode(arch), "-DCUTLASS_ROUTER_HOST_ONLY", "-Xcompiler", "-fPIC", "-shared"]
+    flags = [gencode(arch), *HOST_FLAGS, "-shared"]
     key = _key(source, arch, tc.version, *COMMON_FLAGS, *flags)
     path = writable_cache_dir() / f"{symbol}-{arch}-{key[:20]}.so"
     if _read_verified(path) is not None:
@@ -159,6 +179,30 @@ def build_host_lib(source: str, symbol: str, arch: str = "sm_90a") -> Artifact:
     data, report = _compile(tc, source, symbol, flags, ".so")
     _store(path, data)
     return Artifact(path, report)
+
+
+def link_host_libs(sources: dict[str, str], arch: str = "sm_90a", jobs: int = 2) -> bytes:
+    """One shared library holding the host functions of several kernels (each symbol-prefixed), linked against
+    one static CUDA runtime: what the package ships, instead of a library per kernel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tc = find_toolchain()
+    with ThreadPoolExecutor(jobs) as ex:
+        objects = list(ex.map(lambda kv: _compile(tc, kv[1], kv[0], [gencode(arch), *HOST_FLAGS, "-c"], ".o")[0],
+                              sorted(sources.items())))
+    with tempfile.TemporaryDirectory(prefix="cutlass_router_") as tmp:
+        paths = []
+        for i, blob in enumerate(objects):
+            paths.append(os.path.join(tmp, f"k{i}.o"))
+            Path(paths[-1]).write_bytes(blob)
+        dst, script = os.path.join(tmp, "host.so"), os.path.join(tmp, "exports.map")
+        # Export only the C entry points: the CUTLASS templates and the static runtime stay private.
+        Path(script).write_text("{ global: " + " ".join(f"{s}_*;" for s in sorted(sources)) + " local: *; };\n")
+        cmd = [tc.nvcc, "-shared", f"-Xlinker=--version-script={script}", "-o", dst, *paths]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=dict(os.environ, TMPDIR=tmp))
+        if proc.returncode != 0:
+            raise BuildError(f"nvcc failed to link the host library (exit {proc.returncode}):\n{proc.stderr}")
+        return Path(dst).read_bytes()
 
 
 def read_artifact(path: Path) -> bytes:

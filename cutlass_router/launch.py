@@ -79,6 +79,20 @@ def _bind_host(lib: ctypes.CDLL, symbol: str) -> None:
         getattr(lib, f"{symbol}_{name}").restype = ctypes.c_int
 
 
+def _open_host_lib(source: str, symbol: str, arch: str) -> ctypes.CDLL:
+    art = build.build_host_lib(source, symbol, arch)
+    try:
+        return ctypes.CDLL(str(art.path))
+    except OSError as e:
+        if "prebuilt" not in art.report:
+            raise
+        # The shipped library was linked on glibc 2.34; an older system refuses it: build one here if we can.
+        try:
+            return ctypes.CDLL(str(build.build_host_lib(source, symbol, arch, prefer_prebuilt=False).path))
+        except build.ToolkitNotFound as missing:
+            raise LaunchError(f"the shipped host library does not load on this system ({e}) and {missing}") from e
+
+
 @lru_cache(maxsize=None)
 def load(symbol: str, arch: str = "sm_90a") -> LoadedKernel:
     """Build (or fetch from the cache) and load one kernel of the manifest."""
@@ -95,7 +109,7 @@ def load_entry(e: KernelEntry, source: str, arch: str = "sm_90a") -> LoadedKerne
     kernel = check(driver.cuLibraryGetKernel(library, symbol.encode()), f"cuLibraryGetKernel({symbol})")
     launch = e.launch
     if launch["params"] == "host_lib":
-        host = ctypes.CDLL(str(build.build_host_lib(source, symbol, arch).path))
+        host = _open_host_lib(source, symbol, arch)
         _bind_host(host, symbol)
         cluster = (ctypes.c_int * 3)()
         getattr(host, f"{symbol}_cluster_shape")(cluster)

@@ -84,7 +84,8 @@ def _plan(device: int, N: int, K: int, M: int, dt: str, invariant: bool = False)
     try:
         k = launch.load(symbol)
     except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
-        # A CUTLASS kernel needs nvcc for its host library; the split-K ladder may be prebuilt. Try it next.
+        # A CUTLASS kernel's host library may not load here (another platform, glibc < 2.34) nor build (no nvcc);
+        # the split-K ladder needs none. Try it next.
         fallback = dispatch.choose_splitk(N, 1 if invariant else M, dt)
         if fallback == symbol:
             return None, f"kernel {symbol} unavailable: {e}"

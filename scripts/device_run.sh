@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device session: build every kernel, GPU tests, tune both models, eager cost, benchmarks, examples,
-# sanitizers (steps: build test tune eager bench examples profile sanitize). Logs to $OUT/run.log.
+# sanitizers, the installed wheel without a compiler (steps: build test tune eager bench examples profile sanitize
+# installed). Logs to $OUT/run.log.
 # Usage on the lent GPU (carry .whl and .cubins): bash scripts/device_run.sh [steps...]
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -24,5 +25,13 @@ for step in $steps; do
              python3 benchmarks/bench_router_gemm.py --model $m --out "$OUT" 2>&1 | tail -18; done ;;
     profile) python3 scripts/profile_splitk.py 2>&1 | tail -14 ;;
     sanitize) bash scripts/sanitize.sh ;;
+    installed)  # the wheel installed apart from the checkout, compiling off, an empty cache: a toolkit-less machine
+      rm -rf /tmp/crt-wheel /tmp/crt-site
+      python3 -m pip wheel -q --no-deps --no-build-isolation --no-index . -w /tmp/crt-wheel 2>&1 | tail -3
+      python3 -m pip install -q --no-deps --no-index --target /tmp/crt-site /tmp/crt-wheel/*.whl
+      repo=$PWD
+      (cd /tmp && PYTHONPATH=/tmp/crt-site:/tmp/site CUTLASS_ROUTER_NVCC=none CUTLASS_ROUTER_CACHE_DIR=$(mktemp -d) \
+        bash -c "python3 -c 'import cutlass_router; print(cutlass_router.__file__)'; python3 -m cutlass_router info;
+                 python3 -m pytest -q -m gpu -p no:cacheprovider $repo/tests 2>&1 | tail -4; ls \$CUTLASS_ROUTER_CACHE_DIR | wc -l") ;;
   esac
 done

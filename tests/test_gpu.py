@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import fp64_ref, rel_err
 
-from cutlass_router import RouterLinear, dispatch, manifest, ops, router_gemm
+from cutlass_router import RouterLinear, dispatch, manifest, ops, prebuilt, router_gemm
 
 pytestmark = pytest.mark.gpu
 BF16, F32 = torch.bfloat16, torch.float32
@@ -259,9 +259,7 @@ def test_refused_cubin_falls_back(monkeypatch, caplog):
         ops._plan.cache_clear()
 
 
-def test_without_a_toolkit_the_shipped_cubins_run(monkeypatch, caplog, tmp_path):
-    """No nvcc and an empty cache: split-K kernels come from the package; a CUTLASS kernel, which needs nvcc for
-    its host library, gives way to the split-K ladder, with a log line saying so."""
+def _no_toolkit(monkeypatch, tmp_path):
     from cutlass_router import build, launch
 
     def no_toolkit():
@@ -272,15 +270,46 @@ def test_without_a_toolkit_the_shipped_cubins_run(monkeypatch, caplog, tmp_path)
     monkeypatch.setenv("CUTLASS_ROUTER_CACHE_DIR", str(tmp_path))
     ops._plan.cache_clear()
     ops._log_once.cache_clear()
+
+
+def test_without_a_toolkit_the_shipped_kernels_run(monkeypatch, caplog, tmp_path):
+    """No nvcc and an empty cache: every tuned kernel, split-K and CUTLASS TMA (with the shipped host library),
+    comes from the package, silently."""
+    _no_toolkit(monkeypatch, tmp_path)
     try:
         with caplog.at_level("WARNING", logger="cutlass_router"):
-            x, w, b = inputs(7, 32, 2880)
-            check(router_gemm(x, w, b), x, w, b, BF16)
-            assert caplog.text == ""  # the tuned split-K kernel ran, from the package
+            for M, N, dt in ((7, 32, BF16), (4096, 128, BF16), (2048, 32, F32), (100, 128, F32)):
+                name = "bf16" if dt == BF16 else "f32"
+                x, w, b = inputs(M, N, 2880)
+                check(router_gemm(x, w, b, out_dtype=dt), x, w, b, dt)
+                k, why = ops._plan(x.device.index, N, 2880, M, name)
+                assert why is None and k.entry.symbol == dispatch.choose(N, 2880, M, name)
+        assert dispatch.choose(128, 2880, 4096, "bf16") in prebuilt.index()["host_library"]["sources"]
+        assert caplog.text == ""
+    finally:
+        ops._plan.cache_clear()
+
+
+def test_without_a_toolkit_or_shipped_files_the_op_falls_back(monkeypatch, caplog, tmp_path):
+    """Neither nvcc nor a shipped file for these sources: correct results from the torch fallback, and a log
+    line that says why. A CUTLASS kernel without its host library first gives way to the split-K ladder."""
+    _no_toolkit(monkeypatch, tmp_path)
+    data = prebuilt.index()
+    kept = {s: v for s, v in data["kernels"].items() if s.startswith("crt_splitk_")}
+    monkeypatch.setattr(prebuilt, "index", lambda: {"arch": data["arch"], "kernels": kept})
+    try:
+        with caplog.at_level("WARNING", logger="cutlass_router"):
             x, w, b = inputs(4096, 128, 2880)
             check(router_gemm(x, w, b), x, w, b, BF16)
         assert "nvcc not found" in caplog.text and "using crt_splitk_" in caplog.text
         assert "torch fallback" not in caplog.text
+        monkeypatch.setattr(prebuilt, "index", lambda: {"arch": None, "kernels": {}})
+        ops._plan.cache_clear()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="cutlass_router"):
+            x, w, b = inputs(7, 32, 2880)
+            check(router_gemm(x, w, b), x, w, b, BF16)
+        assert "torch fallback" in caplog.text and "nvcc not found" in caplog.text
     finally:
         ops._plan.cache_clear()
 

@@ -1,38 +1,56 @@
-"""The cubins shipped in the package: exactly the emitted split-K sources, intact, used without a toolkit."""
+"""What ships inside the package: a cubin per kernel, exactly the emitted sources, intact, used without a toolkit;
+and one host library that packs the CUTLASS kernels' Params, loadable and correct without a GPU."""
+import ctypes
 import hashlib
 
 import pytest
 
-from cutlass_router import build, manifest, prebuilt
+from cutlass_router import build, launch, manifest, prebuilt
+
+HOST_LIB_KERNELS = sorted(s for s, e in manifest.entries().items() if e.launch["params"] == "host_lib")
 
 
-def test_every_split_k_kernel_ships_prebuilt_for_its_current_source():
+def test_every_kernel_ships_prebuilt_for_its_current_source():
     data = prebuilt.index()
     assert data["arch"] == "sm_90a"
-    splitk = {s: e for s, e in manifest.entries().items() if e.family == "splitk_mma"}
-    assert set(data["kernels"]) == set(splitk), "run `python -m cutlass_router prebuild` after changing kernels"
-    for symbol, e in splitk.items():
+    entries = manifest.entries()
+    assert set(data["kernels"]) == set(entries), "run `python -m cutlass_router prebuild` after changing kernels"
+    for symbol, e in entries.items():
         item = data["kernels"][symbol]
         assert item["source_sha256"] == e.sha256, f"{symbol}: prebuilt cubin is stale; run `prebuild`"
         blob = (prebuilt.DIR / item["file"]).read_bytes()
         assert hashlib.sha256(blob).hexdigest() == item["cubin_sha256"]
         assert blob[:4] == b"\x7fELF"
+    assert {p.name for p in prebuilt.DIR.glob("*.cubin")} == {k["file"] for k in data["kernels"].values()}
 
 
-def test_no_toolkit_uses_the_shipped_cubin(monkeypatch):
+def test_the_host_library_holds_every_cutlass_kernel_for_its_current_source():
+    lib = prebuilt.index()["host_library"]
+    assert lib["platform"] == "linux-x86_64"
+    assert lib["sources"] == {s: manifest.entry(s).sha256 for s in HOST_LIB_KERNELS}, "run `prebuild`"
+    blob = (prebuilt.DIR / lib["file"]).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == lib["sha256"] and blob[:4] == b"\x7fELF"
+
+
+def test_no_toolkit_uses_the_shipped_files(monkeypatch):
     def no_toolkit():
         raise build.ToolkitNotFound("nvcc not found")
 
     monkeypatch.setattr(build, "find_toolchain", no_toolkit)
-    symbol = next(s for s, e in manifest.entries().items() if e.family == "splitk_mma")
-    art = build.build_cubin(manifest.entry(symbol).source(), symbol)
-    assert art.path.parent == prebuilt.DIR and "prebuilt" in art.report
-    assert build.read_artifact(art.path)[:4] == b"\x7fELF"
-    with pytest.raises(build.ToolkitNotFound):  # another source: no prebuilt cubin, and no nvcc to make one
-        build.build_cubin(manifest.entry(symbol).source() + "// edited\n", symbol)
+    for symbol in (next(s for s, e in manifest.entries().items() if e.family == "splitk_mma"), HOST_LIB_KERNELS[0]):
+        source = manifest.entry(symbol).source()
+        art = build.build_cubin(source, symbol)
+        assert art.path.parent == prebuilt.DIR and "prebuilt" in art.report
+        assert build.read_artifact(art.path)[:4] == b"\x7fELF"
+        with pytest.raises(build.ToolkitNotFound):  # another source: nothing shipped, and no nvcc to make it
+            build.build_cubin(source + "// edited\n", symbol)
+    host = build.build_host_lib(manifest.entry(HOST_LIB_KERNELS[0]).source(), HOST_LIB_KERNELS[0])
+    assert host.path.parent == prebuilt.DIR
+    with pytest.raises(build.ToolkitNotFound):
+        build.build_host_lib(manifest.entry(HOST_LIB_KERNELS[0]).source() + "// edited\n", HOST_LIB_KERNELS[0])
 
 
-def test_a_damaged_shipped_cubin_is_not_used(monkeypatch, tmp_path):
+def test_a_damaged_shipped_file_is_not_used(monkeypatch, tmp_path):
     symbol = next(s for s, e in manifest.entries().items() if e.family == "splitk_mma")
     copy = tmp_path / "prebuilt"
     copy.mkdir()
@@ -43,3 +61,84 @@ def test_a_damaged_shipped_cubin_is_not_used(monkeypatch, tmp_path):
     assert prebuilt.lookup(symbol, manifest.entry(symbol).source(), "sm_90a") is None
     other = next(s for s in prebuilt.index()["kernels"] if s != symbol)
     assert prebuilt.lookup(other, manifest.entry(other).source(), "sm_90a") == copy / f"{other}.cubin"
+    sm90 = HOST_LIB_KERNELS[0]
+    assert prebuilt.lookup_host(sm90, manifest.entry(sm90).source(), "sm_90a") is not None
+    lib = copy / prebuilt.index()["host_library"]["file"]
+    lib.write_bytes(lib.read_bytes()[:-1])
+    assert prebuilt.lookup_host(sm90, manifest.entry(sm90).source(), "sm_90a") is None
+
+
+def test_the_host_library_is_only_offered_on_its_platform(monkeypatch):
+    sm90 = HOST_LIB_KERNELS[0]
+    monkeypatch.setattr(prebuilt, "platform_tag", lambda: "linux-aarch64")
+    assert prebuilt.lookup_host(sm90, manifest.entry(sm90).source(), "sm_90a") is None
+
+
+def _driver_loadable() -> bool:
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def _properties(lib: ctypes.CDLL, symbol: str) -> dict:
+    launch._bind_host(lib, symbol)
+    cluster = (ctypes.c_int * 3)()
+    getattr(lib, f"{symbol}_cluster_shape")(cluster)
+    return {"cluster": tuple(cluster), "block": getattr(lib, f"{symbol}_block_threads")(),
+            "smem": getattr(lib, f"{symbol}_smem_size")(), "params": getattr(lib, f"{symbol}_params_size")()}
+
+
+def _pack(lib: ctypes.CDLL, symbol: str, cap: int = 4096, M: int = 100, x: int = 0x10000, bias: int = 0x30000):
+    """Pack with made-up, 16-byte-aligned addresses: TMA encoding reads no memory, so no GPU is needed."""
+    buf, grid = ctypes.create_string_buffer(4096), (ctypes.c_int * 3)()
+    rc = getattr(lib, f"{symbol}_pack")(buf, cap, grid, x, 0x20000, bias, 0x40000, M, 128, 2880, 2880, 2880, 128, 132)
+    return rc, buf.raw, tuple(grid)
+
+
+@pytest.mark.skipif(prebuilt.platform_tag() != "linux-x86_64", reason="the shipped host library is linux-x86_64")
+@pytest.mark.parametrize("symbol", HOST_LIB_KERNELS)
+def test_the_shipped_host_library_loads_and_packs_without_a_gpu(symbol):
+    e = manifest.entry(symbol)
+    lib = ctypes.CDLL(str(prebuilt.lookup_host(symbol, e.source(), "sm_90a")))
+    p = _properties(lib, symbol)
+    assert p["cluster"] == (e.config["cluster_m"], e.config["cluster_n"], 1)
+    assert p["block"] in (256, 384) and 0 < p["params"] <= 4096 and 48 * 1024 < p["smem"] <= 227 * 1024
+    assert _pack(lib, symbol, M=0)[0] == 1               # empty problem: refused, not packed
+    assert _pack(lib, symbol, x=0x10008)[0] == 1         # x not 16-byte aligned: TMA cannot take it
+    assert _pack(lib, symbol, bias=0x30001)[0] == 1      # bias not 2-byte aligned
+    assert _pack(lib, symbol, cap=16)[0] == 3            # params buffer too small
+    rc, _, grid = _pack(lib, symbol)
+    if _driver_loadable():
+        assert rc in (0, 4) and (rc == 4 or min(grid) >= 1)
+    else:
+        assert rc == 4                                   # no driver: says so instead of packing garbage
+
+
+@pytest.mark.nvcc
+@pytest.mark.skipif(prebuilt.platform_tag() != "linux-x86_64", reason="the shipped host library is linux-x86_64")
+@pytest.mark.parametrize("symbol", HOST_LIB_KERNELS)
+def test_the_shipped_host_library_matches_one_built_here(symbol):
+    e = manifest.entry(symbol)
+    shipped = ctypes.CDLL(str(prebuilt.lookup_host(symbol, e.source(), "sm_90a")))
+    here = ctypes.CDLL(str(build.build_host_lib(e.source(), symbol, prefer_prebuilt=False).path))
+    assert _properties(shipped, symbol) == _properties(here, symbol)
+    size = _properties(here, symbol)["params"]
+    a, b = _pack(shipped, symbol), _pack(here, symbol)
+    assert a[0] == b[0] and a[2] == b[2] and a[1][:size] == b[1][:size]
+
+
+def test_nvcc_none_keeps_to_the_shipped_kernels(monkeypatch):
+    symbol = HOST_LIB_KERNELS[0]
+    source = manifest.entry(symbol).source()
+    for value, message in (("none", "keeps to the shipped kernels"), ("/no/such/nvcc", "is not a file")):
+        monkeypatch.setenv("CUTLASS_ROUTER_NVCC", value)
+        build.find_toolchain.cache_clear()
+        try:
+            assert build.build_cubin(source, symbol).path.parent == prebuilt.DIR
+            assert build.build_host_lib(source, symbol).path.parent == prebuilt.DIR
+            with pytest.raises(build.ToolkitNotFound, match=message):
+                build.build_cubin(source + "// edited\n", symbol)
+        finally:
+            build.find_toolchain.cache_clear()
