@@ -80,13 +80,15 @@ def _bind_host(lib: ctypes.CDLL, symbol: str) -> None:
 
 
 def _open_host_lib(source: str, symbol: str, arch: str) -> ctypes.CDLL:
+    from . import prebuilt
+
     art = build.build_host_lib(source, symbol, arch)
     try:
         return ctypes.CDLL(str(art.path))
     except OSError as e:
-        if "prebuilt" not in art.report:
+        if art.path.parent != prebuilt.DIR:
             raise
-        # The shipped library was linked on glibc 2.34; an older system refuses it: build one here if we can.
+        # The shipped library needs glibc 2.34; an older system refuses it: build one here if we can.
         try:
             return ctypes.CDLL(str(build.build_host_lib(source, symbol, arch, prefer_prebuilt=False).path))
         except build.ToolkitNotFound as missing:

@@ -142,3 +142,34 @@ def test_nvcc_none_keeps_to_the_shipped_kernels(monkeypatch):
                 build.build_cubin(source + "// edited\n", symbol)
         finally:
             build.find_toolchain.cache_clear()
+
+
+def _refuse_shipped(monkeypatch):
+    real = ctypes.CDLL
+
+    def cdll(path, *args, **kwargs):
+        if str(path).startswith(str(prebuilt.DIR)):
+            raise OSError(f"{path}: version `GLIBC_2.34' not found")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(launch.ctypes, "CDLL", cdll)
+
+
+@pytest.mark.nvcc
+def test_a_host_library_the_system_refuses_is_built_here(monkeypatch):
+    _refuse_shipped(monkeypatch)
+    symbol = HOST_LIB_KERNELS[0]
+    lib = launch._open_host_lib(manifest.entry(symbol).source(), symbol, "sm_90a")
+    assert _properties(lib, symbol)["block"] in (256, 384)
+
+
+def test_a_host_library_the_system_refuses_without_nvcc_is_a_clear_error(monkeypatch):
+    _refuse_shipped(monkeypatch)
+    monkeypatch.setenv("CUTLASS_ROUTER_NVCC", "none")
+    build.find_toolchain.cache_clear()
+    symbol = HOST_LIB_KERNELS[0]
+    try:
+        with pytest.raises(launch.LaunchError, match="does not load on this system .*GLIBC_2.34.*CUTLASS_ROUTER_NVCC"):
+            launch._open_host_lib(manifest.entry(symbol).source(), symbol, "sm_90a")
+    finally:
+        build.find_toolchain.cache_clear()
