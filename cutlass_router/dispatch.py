@@ -65,3 +65,9 @@ def choose(N: int, K: int, M: int, out_dtype: str, arch: str = "sm_90a") -> str:
 def choose_splitk(N: int, M: int, out_dtype: str) -> str:
     """The default split-K ladder's kernel: takes any N, and ships prebuilt."""
     return _pick(_DEFAULT_FEW if N <= 48 else _DEFAULT_MANY, M, out_dtype)
+
+
+def reachable(arch: str = "sm_90a") -> set[str]:
+    """Every kernel dispatch can pick: the tuned ladders and both default ladders (untuned shapes, fallbacks)."""
+    rungs = [r for ladder_ in tuned_table(arch).values() for r in ladder_] + [*_DEFAULT_FEW, *_DEFAULT_MANY]
+    return {s for r in rungs for s in (r.bf16, r.f32)}

@@ -1,4 +1,4 @@
-"""Every kernel dispatch can pick (tuned ladders, both output dtypes, the batch-invariant choice), once each at
+"""Every kernel dispatch can pick (tuned and default ladders, both output dtypes), once each at
 odd sizes, checked against fp64: the workload for scripts/sanitize.sh under compute-sanitizer."""
 import os
 import sys
@@ -11,21 +11,26 @@ SHAPES = [(1, 32, 2880), (13, 60, 1000), (127, 128, 2880), (1000, 128, 2888)]
 
 
 def main() -> int:
-    symbols = set()
-    for N, K in [(32, 2880), (128, 2880)]:
-        for r in dispatch.ladder(N, K):
-            symbols |= {r.bf16, r.f32}
-    only = os.environ.get("SANITIZE_ONLY")  # comma-separated symbols, to re-check a few kernels
+    symbols = dispatch.reachable()
+    only = os.environ.get("SANITIZE_ONLY")  # comma-separated symbols: check these instead
     if only:
-        symbols &= set(only.split(","))
+        symbols = set(only.split(","))
+    skip = os.environ.get("SANITIZE_EXCLUDE")  # comma-separated symbols a tool cannot check (sanitize.sh says why)
+    if skip:
+        symbols -= set(skip.split(","))
+    shapes = SHAPES
+    if os.environ.get("SANITIZE_SHAPES"):  # "M,N,K;M,N,K": narrow a finding down
+        shapes = [tuple(int(v) for v in item.split(",")) for item in os.environ["SANITIZE_SHAPES"].split(";")]
     bad = 0
     for sym in sorted(symbols):
         dtype = torch.bfloat16 if manifest.entry(sym).out_dtype == "bf16" else torch.float32
-        for M, N, K in SHAPES:
+        for M, N, K in shapes:
             x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
             w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
             b = torch.randn(N, device="cuda", dtype=torch.bfloat16)
             out = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
+            if os.environ.get("SANITIZE_VERBOSE"):  # a tool that kills the process: the last line names the case
+                print(f"{sym} M={M} N={N} K={K}", flush=True)
             try:
                 ops.run_kernel(sym, x, w, b, dtype, out=out)
             except ValueError:  # a TMA kernel and an N it cannot store: dispatch never sends it there
@@ -36,7 +41,7 @@ def main() -> int:
                 bad += 1
                 print(f"WRONG {sym} M={M} N={N} K={K}: {err}")
     torch.cuda.synchronize()
-    print(f"{len(symbols)} kernels x {len(SHAPES)} shapes, {bad} wrong")
+    print(f"{len(symbols)} kernels x {len(shapes)} shapes, {bad} wrong")
     return 1 if bad else 0
 
 

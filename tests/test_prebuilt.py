@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 
-from cutlass_router import build, launch, manifest, prebuilt
+from cutlass_router import build, dispatch, launch, manifest, prebuilt
 
 HOST_LIB_KERNELS = sorted(s for s, e in manifest.entries().items() if e.launch["params"] == "host_lib")
 
@@ -22,6 +22,7 @@ def test_every_kernel_ships_prebuilt_for_its_current_source():
         assert hashlib.sha256(blob).hexdigest() == item["cubin_sha256"]
         assert blob[:4] == b"\x7fELF"
     assert {p.name for p in prebuilt.DIR.glob("*.cubin")} == {k["file"] for k in data["kernels"].values()}
+    assert dispatch.reachable() <= set(data["kernels"])
 
 
 def test_the_host_library_holds_every_cutlass_kernel_for_its_current_source():
