@@ -7,7 +7,7 @@ status=0
 # first call, and the ones newer than the installed driver answer CUDA_ERROR_INVALID_VALUE; memcheck counts those
 # probes as errors (34 with cuda-bindings 13.4 on driver 580). Kernel memory errors are still reported.
 # synccheck (compute-sanitizer 2025.3.1, driver 580) faults on the st.async + mbarrier exchange when clusters hold 16
-# CTAs and 8 or more clusters run, in our kernels and in a 60-line standalone kernel alike, while the same code is
+# CTAs and 8 or more clusters run, in our kernels and in a standalone kernel alike, while the same code is
 # correct without the tool and with clusters of 8 (notes/synccheck-cluster16/). memcheck, racecheck and initcheck
 # cover the cluster-16 kernels; synccheck checks the rest.
 CLUSTER16=$(python3 -c "from cutlass_router import dispatch; print(','.join(sorted(s for s in dispatch.reachable() if '_c16_' in s)))")
