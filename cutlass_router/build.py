@@ -1,8 +1,9 @@
 """Source to cubin (and, for kernels packed on the host, a host library), with nvcc, cached by content.
 
-The cache key covers the source text, the target arch, the nvcc version and the flags, so editing any of them
-builds anew. Every artefact is written atomically next to a sha256 sidecar; a file whose hash does not match
-(truncated, corrupted) is rebuilt rather than loaded.
+The cache key covers the source text, the target arch and the flags, and the file name adds the nvcc version:
+editing any of them builds anew, and a machine without a toolkit still finds what some nvcc built before. Every
+artefact is written atomically next to a sha256 sidecar; a file whose hash does not match (truncated, corrupted)
+is rebuilt rather than loaded.
 """
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def find_toolchain() -> Toolchain:
     # the package to its shipped kernels, whatever toolkit is installed.
     explicit = os.environ.get(ENV_NVCC)
     if explicit is not None and explicit.lower() in ("", "0", "none", "off"):
-        raise ToolkitNotFound(f"nvcc not used: {ENV_NVCC}={explicit!r} keeps to the shipped kernels")
+        raise ToolkitNotFound(f"nvcc not used: {ENV_NVCC}={explicit!r} keeps to shipped and already built kernels")
     if explicit is not None and not os.path.isfile(explicit):
         raise ToolkitNotFound(f"{ENV_NVCC}={explicit!r} is not a file: point it at nvcc, or unset it")
     nvcc = explicit or _find_nvcc()
@@ -144,18 +145,32 @@ def build_cubin(source: str, symbol: str, arch: str = "sm_90a", prefer_prebuilt:
         shipped = prebuilt.lookup(symbol, source, arch)
         if shipped is not None:
             return Artifact(shipped, "prebuilt (shipped with the package)")
-    tc = find_toolchain()
     flags = [gencode(arch), "-cubin", "-Xptxas", "-v"]
-    key = _key(source, arch, tc.version, *COMMON_FLAGS, *flags)
-    path = writable_cache_dir() / f"{symbol}-{arch}-{key[:20]}.cubin"
+    tc, path, missing = _toolchain_and_path(source, symbol, arch, flags, ".cubin")
     log = path.with_suffix(".log")
     if _read_verified(path) is not None and log.exists():
         return Artifact(path, log.read_text())
+    if tc is None:
+        raise ToolkitNotFound(f"{symbol} is neither shipped nor cached for this source, and {missing}")
     data, report = _compile(tc, source, symbol, flags, ".cubin")
     check_ptxas_report(report, symbol)
     atomic_write(log, report.encode())
     _store(path, data)
     return Artifact(path, report)
+
+
+def _toolchain_and_path(source: str, symbol: str, arch: str, flags: list[str], suffix: str):
+    """(toolchain, cache path, None), or without a toolkit (None, the newest intact file that some nvcc built from
+    this very source and these flags, or a path that does not exist; why there is no toolkit)."""
+    key = _key(source, arch, *COMMON_FLAGS, *flags)[:20]
+    cache = writable_cache_dir()
+    try:
+        tc = find_toolchain()
+    except ToolkitNotFound as e:
+        built = sorted(cache.glob(f"{symbol}-{arch}-{key}-nvcc*{suffix}"), key=lambda p: p.stat().st_mtime)
+        intact = [p for p in built if _read_verified(p) is not None]
+        return None, intact[-1] if intact else cache / f"{symbol}-{arch}-{key}-nvcc-none{suffix}", str(e)
+    return tc, cache / f"{symbol}-{arch}-{key}-nvcc{tc.version}{suffix}", None
 
 
 HOST_FLAGS = ("-DCUTLASS_ROUTER_HOST_ONLY", "-Xcompiler", "-fPIC")
@@ -170,12 +185,13 @@ def build_host_lib(source: str, symbol: str, arch: str = "sm_90a", prefer_prebui
         shipped = prebuilt.lookup_host(symbol, source, arch)
         if shipped is not None:
             return Artifact(shipped, "prebuilt (shipped with the package)")
-    tc = find_toolchain()
     flags = [gencode(arch), *HOST_FLAGS, "-shared"]
-    key = _key(source, arch, tc.version, *COMMON_FLAGS, *flags)
-    path = writable_cache_dir() / f"{symbol}-{arch}-{key[:20]}.so"
+    tc, path, missing = _toolchain_and_path(source, symbol, arch, flags, ".so")
     if _read_verified(path) is not None:
         return Artifact(path, "")
+    if tc is None:
+        raise ToolkitNotFound(f"the host library of {symbol} is neither shipped nor cached for this source, "
+                              f"and {missing}")
     data, report = _compile(tc, source, symbol, flags, ".so")
     _store(path, data)
     return Artifact(path, report)

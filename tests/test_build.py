@@ -62,6 +62,27 @@ def test_source_edit_changes_the_key(fresh_cache):
     assert a.path != b.path
 
 
+def test_without_a_toolkit_the_cache_still_serves_what_nvcc_built(fresh_cache, monkeypatch):
+    host_source = SMALL + 'extern "C" int crt_test_kernel_answer() { return 42; }\n'
+    cubin = build.build_cubin(SMALL, "crt_test_kernel")
+    host = build.build_host_lib(host_source, "crt_test_kernel", prefer_prebuilt=False)
+    assert build.find_toolchain().version in cubin.path.name
+
+    def no_toolkit():
+        raise build.ToolkitNotFound("nvcc not found: install the CUDA toolkit (12.4+) or set CUDA_HOME")
+
+    monkeypatch.setattr(build, "find_toolchain", no_toolkit)
+    assert build.build_cubin(SMALL, "crt_test_kernel").path == cubin.path
+    assert build.build_host_lib(host_source, "crt_test_kernel", prefer_prebuilt=False).path == host.path
+    with pytest.raises(build.ToolkitNotFound, match="neither shipped nor cached.*nvcc not found"):
+        build.build_cubin(SMALL + "// edited\n", "crt_test_kernel")
+    with pytest.raises(build.ToolkitNotFound, match="host library of crt_test_kernel"):
+        build.build_host_lib(host_source + "// edited\n", "crt_test_kernel", prefer_prebuilt=False)
+    cubin.path.write_bytes(cubin.path.read_bytes()[:-8])  # damaged, and nothing to rebuild it with
+    with pytest.raises(build.ToolkitNotFound):
+        build.build_cubin(SMALL, "crt_test_kernel")
+
+
 def test_compile_error_is_reported(fresh_cache):
     with pytest.raises(build.BuildError, match="nvcc failed"):
         build.build_cubin("this is not C++", "crt_broken")
