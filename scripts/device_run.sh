@@ -2,7 +2,8 @@
 # One device session: build every kernel, GPU tests, tune both models, eager cost, benchmarks, examples,
 # sanitizers, the installed wheel without a compiler (steps: build test tune eager bench examples profile sanitize
 # installed). Logs to $OUT/run.log.
-# Usage on the lent GPU (carry .whl and .cubins): bash scripts/device_run.sh [steps...]
+# Usage on the lent GPU (carry .whl; every kernel ships, so .cubins only saves compiles when sources changed):
+# bash scripts/device_run.sh [steps...]
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
