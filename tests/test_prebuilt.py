@@ -164,9 +164,10 @@ def test_a_host_library_the_system_refuses_is_built_here(monkeypatch):
     assert _properties(lib, symbol)["block"] in (256, 384)
 
 
-def test_a_host_library_the_system_refuses_without_nvcc_is_a_clear_error(monkeypatch):
+def test_a_host_library_the_system_refuses_without_nvcc_is_a_clear_error(monkeypatch, tmp_path):
     _refuse_shipped(monkeypatch)
     monkeypatch.setenv("CUTLASS_ROUTER_NVCC", "none")
+    monkeypatch.setenv("CUTLASS_ROUTER_CACHE_DIR", str(tmp_path))  # nothing an earlier nvcc built, either
     build.find_toolchain.cache_clear()
     symbol = HOST_LIB_KERNELS[0]
     try:
