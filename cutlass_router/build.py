@@ -72,7 +72,7 @@ ENV_NVCC = "CUTLASS_ROUTER_NVCC"
 @lru_cache(maxsize=None)
 def find_toolchain() -> Toolchain:
     # Serving may want no compiler in the loop at all (a CUTLASS kernel takes a minute to build): "none" keeps
-    # the package to its shipped kernels, whatever toolkit is installed.
+    # the package to its shipped and already built kernels, whatever toolkit is installed.
     explicit = os.environ.get(ENV_NVCC)
     if explicit is not None and explicit.lower() in ("", "0", "none", "off"):
         raise ToolkitNotFound(f"nvcc not used: {ENV_NVCC}={explicit!r} keeps to shipped and already built kernels")

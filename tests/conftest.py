@@ -32,6 +32,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(nvcc_skip)
 
 
+@pytest.fixture
+def hide_nvcc(monkeypatch):
+    """Call it to continue as on a machine without a CUDA toolkit (undone after the test)."""
+    from cutlass_router import build
+
+    def missing():
+        raise build.ToolkitNotFound("nvcc not found: install the CUDA toolkit (12.4+) or set CUDA_HOME")
+
+    return lambda: monkeypatch.setattr(build, "find_toolchain", missing)
+
+
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     """||out - ref|| / ||ref|| in fp64; NaN anywhere gives inf."""
     out = out.double().cpu()

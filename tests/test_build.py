@@ -62,16 +62,13 @@ def test_source_edit_changes_the_key(fresh_cache):
     assert a.path != b.path
 
 
-def test_without_a_toolkit_the_cache_still_serves_what_nvcc_built(fresh_cache, monkeypatch):
+def test_without_a_toolkit_the_cache_still_serves_what_nvcc_built(fresh_cache, hide_nvcc):
     host_source = SMALL + 'extern "C" int crt_test_kernel_answer() { return 42; }\n'
     cubin = build.build_cubin(SMALL, "crt_test_kernel")
     host = build.build_host_lib(host_source, "crt_test_kernel", prefer_prebuilt=False)
     assert build.find_toolchain().version in cubin.path.name
 
-    def no_toolkit():
-        raise build.ToolkitNotFound("nvcc not found: install the CUDA toolkit (12.4+) or set CUDA_HOME")
-
-    monkeypatch.setattr(build, "find_toolchain", no_toolkit)
+    hide_nvcc()
     assert build.build_cubin(SMALL, "crt_test_kernel").path == cubin.path
     assert build.build_host_lib(host_source, "crt_test_kernel", prefer_prebuilt=False).path == host.path
     with pytest.raises(build.ToolkitNotFound, match="neither shipped nor cached.*nvcc not found"):

@@ -259,23 +259,20 @@ def test_refused_cubin_falls_back(monkeypatch, caplog):
         ops._plan.cache_clear()
 
 
-def _no_toolkit(monkeypatch, tmp_path):
-    from cutlass_router import build, launch
+def _no_toolkit(monkeypatch, tmp_path, hide_nvcc):
+    from cutlass_router import launch
 
-    def no_toolkit():
-        raise build.ToolkitNotFound("nvcc not found: install the CUDA toolkit (12.4+) or set CUDA_HOME")
-
-    monkeypatch.setattr(build, "find_toolchain", no_toolkit)
+    hide_nvcc()
     monkeypatch.setattr(launch, "load", launch.load.__wrapped__)  # no in-process cache of loaded kernels
     monkeypatch.setenv("CUTLASS_ROUTER_CACHE_DIR", str(tmp_path))
     ops._plan.cache_clear()
     ops._log_once.cache_clear()
 
 
-def test_without_a_toolkit_the_shipped_kernels_run(monkeypatch, caplog, tmp_path):
+def test_without_a_toolkit_the_shipped_kernels_run(monkeypatch, caplog, tmp_path, hide_nvcc):
     """No nvcc and an empty cache: every tuned kernel, split-K and CUTLASS TMA (with the shipped host library),
     comes from the package, silently."""
-    _no_toolkit(monkeypatch, tmp_path)
+    _no_toolkit(monkeypatch, tmp_path, hide_nvcc)
     try:
         with caplog.at_level("WARNING", logger="cutlass_router"):
             for M, N, dt in ((7, 32, BF16), (4096, 128, BF16), (2048, 32, F32), (100, 128, F32)):
@@ -290,10 +287,10 @@ def test_without_a_toolkit_the_shipped_kernels_run(monkeypatch, caplog, tmp_path
         ops._plan.cache_clear()
 
 
-def test_without_a_toolkit_or_shipped_files_the_op_falls_back(monkeypatch, caplog, tmp_path):
+def test_without_a_toolkit_or_shipped_files_the_op_falls_back(monkeypatch, caplog, tmp_path, hide_nvcc):
     """Neither nvcc nor a shipped file for these sources: correct results from the torch fallback, and a log
     line that says why. A CUTLASS kernel without its host library first gives way to the split-K ladder."""
-    _no_toolkit(monkeypatch, tmp_path)
+    _no_toolkit(monkeypatch, tmp_path, hide_nvcc)
     data = prebuilt.index()
     kept = {s: v for s, v in data["kernels"].items() if s.startswith("crt_splitk_")}
     monkeypatch.setattr(prebuilt, "index", lambda: {"arch": data["arch"], "kernels": kept})

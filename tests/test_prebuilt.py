@@ -33,11 +33,8 @@ def test_the_host_library_holds_every_cutlass_kernel_for_its_current_source():
     assert hashlib.sha256(blob).hexdigest() == lib["sha256"] and blob[:4] == b"\x7fELF"
 
 
-def test_no_toolkit_uses_the_shipped_files(monkeypatch):
-    def no_toolkit():
-        raise build.ToolkitNotFound("nvcc not found")
-
-    monkeypatch.setattr(build, "find_toolchain", no_toolkit)
+def test_no_toolkit_uses_the_shipped_files(hide_nvcc):
+    hide_nvcc()
     for symbol in (next(s for s, e in manifest.entries().items() if e.family == "splitk_mma"), HOST_LIB_KERNELS[0]):
         source = manifest.entry(symbol).source()
         art = build.build_cubin(source, symbol)
@@ -91,9 +88,10 @@ def _properties(lib: ctypes.CDLL, symbol: str) -> dict:
             "smem": getattr(lib, f"{symbol}_smem_size")(), "params": getattr(lib, f"{symbol}_params_size")()}
 
 
-def _pack(lib: ctypes.CDLL, symbol: str, cap: int = 4096, M: int = 100, x: int = 0x10000, bias: int = 0x30000):
+def _pack(lib: ctypes.CDLL, symbol: str, cap: int = launch._PARAM_CAPACITY, M: int = 100, x: int = 0x10000,
+          bias: int = 0x30000):
     """Pack with made-up, 16-byte-aligned addresses: TMA encoding reads no memory, so no GPU is needed."""
-    buf, grid = ctypes.create_string_buffer(4096), (ctypes.c_int * 3)()
+    buf, grid = ctypes.create_string_buffer(launch._PARAM_CAPACITY), (ctypes.c_int * 3)()
     rc = getattr(lib, f"{symbol}_pack")(buf, cap, grid, x, 0x20000, bias, 0x40000, M, 128, 2880, 2880, 2880, 128, 132)
     return rc, buf.raw, tuple(grid)
 
