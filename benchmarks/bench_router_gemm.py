@@ -36,12 +36,16 @@ def bench_us(fn, rep_ms: int) -> float:
 
 
 def empty_kernel(ctas: int, pdl: bool):
-    """A do-nothing kernel through this library's launcher: the floor any launch pays."""
-    entry = manifest.KernelEntry("crt_empty_kernel", "empty", "", "", "bf16", {},
-                                 {"params": "splitk", "block_threads": 128, "cluster": 1, "smem_bytes": 0,
-                                  "tile_n": 1, "tile_m": 1})
+    """A do-nothing kernel through this library's launcher: the floor any launch pays (one CTA per 'expert')."""
+    from cutlass_router import plan
+
+    entry = manifest.KernelEntry("crt_empty_kernel", "splitk_mma", "", "", "", "bf16", {},
+                                 {"block_threads": 128, "cluster": 1, "tile_tokens": 1, "tile_experts": 1})
     k = launch.load_entry(entry, EMPTY_SOURCE)
-    return lambda: launch.launch(k, 0, torch.cuda.current_stream().cuda_stream, pdl, 132, 0, 0, 0, 0, 1, ctas, 0, 0, 0, 0)
+    x = torch.zeros(1, 8, device="cuda", dtype=torch.bfloat16)
+    w = torch.zeros(ctas, 8, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(1, ctas, device="cuda", dtype=torch.bfloat16)
+    return lambda: plan.launch_gemm(k, x, w, None, out, pdl)
 
 
 def decode_step(w, b, use_ours: bool):

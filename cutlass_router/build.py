@@ -1,27 +1,32 @@
-"""Source to cubin (and, for kernels packed on the host, a host library), with nvcc, cached by content.
+"""Source to cubin, or to a host library, with nvcc. This module only compiles: where a kernel comes from
+(shipped, cached, built now) is resolve.py's job.
 
-The cache key covers the source text, the target arch and the flags, and the file name adds the nvcc version:
-editing any of them builds anew, and a machine without a toolkit still finds what some nvcc built before. Every
-artefact is written atomically next to a sha256 sidecar; a file whose hash does not match (truncated, corrupted)
-is rebuilt rather than loaded.
+Builds are byte-reproducible: nvcc names internal-linkage symbols after the absolute path of the file it
+compiles, so every kernel is compiled from one fixed path (<tmp>/cutlass_router_build/<symbol>/<symbol>.cu,
+under a file lock). The same nvcc then gives the same cubin on any machine, and a test rebuilds shipped cubins
+and compares their bytes.
 """
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .cache import atomic_write, writable_cache_dir
+from . import env
+from .target import ARCH, gencode
 
 # -DNDEBUG: CUTLASS's sm90 kernels otherwise keep device asserts that make ptxas serialize wgmma (C7510) and
 # spill. --expt-relaxed-constexpr: CuTe calls constexpr host functions from device code.
 COMMON_FLAGS = ("-std=c++17", "-O3", "-DNDEBUG", "--expt-relaxed-constexpr")
+CUBIN_FLAGS = (gencode(ARCH), "-cubin", "-Xptxas", "-v")
+HOST_FLAGS = (gencode(ARCH), "-DCUTLASS_ROUTER_HOST_ONLY", "-Xcompiler", "-fPIC")
 
 
 class BuildError(RuntimeError):
@@ -43,12 +48,6 @@ class Toolchain:
                 "-I", os.path.join(self.cutlass_root, "tools", "util", "include")]
 
 
-@dataclass(frozen=True)
-class Artifact:
-    path: Path
-    report: str  # compiler output (ptxas -v for cubins)
-
-
 def _find_nvcc() -> str | None:
     for root in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")):
         if root and os.path.isfile(os.path.join(root, "bin", "nvcc")):
@@ -66,18 +65,15 @@ def _cutlass_root() -> str:
     return cutlass_library.source_path
 
 
-ENV_NVCC = "CUTLASS_ROUTER_NVCC"
-
-
 @lru_cache(maxsize=None)
 def find_toolchain() -> Toolchain:
     # Serving may want no compiler in the loop at all (a CUTLASS kernel takes a minute to build): "none" keeps
     # the package to its shipped and already built kernels, whatever toolkit is installed.
-    explicit = os.environ.get(ENV_NVCC)
+    explicit = os.environ.get(env.NVCC)
     if explicit is not None and explicit.lower() in ("", "0", "none", "off"):
-        raise ToolkitNotFound(f"nvcc not used: {ENV_NVCC}={explicit!r} keeps to shipped and already built kernels")
+        raise ToolkitNotFound(f"nvcc not used: {env.NVCC}={explicit!r} keeps to shipped and already built kernels")
     if explicit is not None and not os.path.isfile(explicit):
-        raise ToolkitNotFound(f"{ENV_NVCC}={explicit!r} is not a file: point it at nvcc, or unset it")
+        raise ToolkitNotFound(f"{env.NVCC}={explicit!r} is not a file: point it at nvcc, or unset it")
     nvcc = explicit or _find_nvcc()
     if nvcc is None:
         raise ToolkitNotFound("nvcc not found: install the CUDA toolkit (12.4+) or set CUDA_HOME")
@@ -85,12 +81,6 @@ def find_toolchain() -> Toolchain:
     m = re.search(r"V(\d+\.\d+\.\d+)", out)
     return Toolchain(nvcc=nvcc, version=m.group(1) if m else out.strip().splitlines()[-1],
                      cutlass_root=_cutlass_root())
-
-
-def gencode(arch: str) -> str:
-    """'sm_90a' -> the -gencode form, which assembles arch-specific features (wgmma, setmaxnreg)."""
-    num = arch.removeprefix("sm_")
-    return f"-gencode=arch=compute_{num},code=sm_{num}"
 
 
 def check_ptxas_report(report: str, symbol: str) -> None:
@@ -102,110 +92,75 @@ def check_ptxas_report(report: str, symbol: str) -> None:
         raise BuildError(f"{symbol}: ptxas serialized wgmma (warning C7510):\n{report}")
 
 
-def _key(*parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-def _read_verified(path: Path) -> bytes | None:
-    side = path.with_name(path.name + ".sha256")
+def _build_root() -> Path:
+    fixed = Path(tempfile.gettempdir()) / "cutlass_router_build"
     try:
-        data, want = path.read_bytes(), side.read_text().strip()
+        fixed.mkdir(exist_ok=True)
+        if os.access(fixed, os.W_OK):
+            return fixed
     except OSError:
-        return None
-    return data if hashlib.sha256(data).hexdigest() == want else None
+        pass
+    return Path(tempfile.mkdtemp(prefix="cutlass_router_build_"))  # another user owns it: reproducible no more
 
 
-def _store(path: Path, data: bytes) -> None:
-    atomic_write(path, data)
-    atomic_write(path.with_name(path.name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
+@contextmanager
+def _locked(path: Path):
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _compile(tc: Toolchain, source: str, symbol: str, flags: list[str], suffix: str) -> tuple[bytes, str]:
-    with tempfile.TemporaryDirectory(prefix="cutlass_router_") as tmp:
-        src, dst = os.path.join(tmp, f"{symbol}.cu"), os.path.join(tmp, f"{symbol}{suffix}")
-        Path(src).write_text(source)
-        cmd = [tc.nvcc, *COMMON_FLAGS, *tc.includes(), *flags, "-o", dst, src]
-        env = dict(os.environ, TMPDIR=tmp)  # nvcc's intermediates stay out of the caller's directory
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env)
+def _run(tc: Toolchain, source: str, name: str, flags, suffix: str) -> tuple[bytes, str]:
+    where = _build_root() / name
+    where.mkdir(exist_ok=True)
+    with _locked(where / ".lock"), tempfile.TemporaryDirectory(dir=where) as tmp:
+        src = where / f"{name}.cu"
+        src.write_text(source)
+        dst = os.path.join(tmp, f"{name}{suffix}")
+        cmd = [tc.nvcc, *COMMON_FLAGS, *tc.includes(), *flags, "-o", dst, str(src)]
+        env_ = dict(os.environ, TMPDIR=tmp)  # nvcc's intermediates stay out of the caller's directory
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, env=env_)
         report = proc.stdout + proc.stderr
         if proc.returncode != 0:
-            raise BuildError(f"nvcc failed for {symbol} (exit {proc.returncode}):\n{' '.join(cmd)}\n{report}")
+            raise BuildError(f"nvcc failed for {name} (exit {proc.returncode}):\n{' '.join(cmd)}\n{report}")
         return Path(dst).read_bytes(), report
 
 
-def build_cubin(source: str, symbol: str, arch: str = "sm_90a", prefer_prebuilt: bool = True) -> Artifact:
-    """The cubin of `source`: the package's prebuilt one for exactly this source, else from the cache or nvcc."""
-    if prefer_prebuilt:
-        from . import prebuilt
+def cubin_key(source: str) -> str:
+    from .cache import key
 
-        shipped = prebuilt.lookup(symbol, source, arch)
-        if shipped is not None:
-            return Artifact(shipped, "prebuilt (shipped with the package)")
-    flags = [gencode(arch), "-cubin", "-Xptxas", "-v"]
-    tc, path, missing = _toolchain_and_path(source, symbol, arch, flags, ".cubin")
-    log = path.with_suffix(".log")
-    if _read_verified(path) is not None and log.exists():
-        return Artifact(path, log.read_text())
-    if tc is None:
-        raise ToolkitNotFound(f"{symbol} is neither shipped nor cached for this source, and {missing}")
-    data, report = _compile(tc, source, symbol, flags, ".cubin")
+    return key(source, ARCH, *COMMON_FLAGS, *CUBIN_FLAGS)
+
+
+def host_key(source: str) -> str:
+    from .cache import key
+
+    return key(source, ARCH, *COMMON_FLAGS, *HOST_FLAGS, "-shared")
+
+
+def compile_cubin(tc: Toolchain, source: str, symbol: str) -> tuple[bytes, str]:
+    """An sm_90a cubin and ptxas's report; BuildError on a compile error, spills or serialized wgmma."""
+    data, report = _run(tc, source, symbol, CUBIN_FLAGS, ".cubin")
     check_ptxas_report(report, symbol)
-    atomic_write(log, report.encode())
-    _store(path, data)
-    return Artifact(path, report)
+    return data, report
 
 
-def _toolchain_and_path(source: str, symbol: str, arch: str, flags: list[str], suffix: str):
-    """(toolchain, cache path, None), or without a toolkit (None, the newest intact file that some nvcc built from
-    this very source and these flags, or a path that does not exist; why there is no toolkit)."""
-    key = _key(source, arch, *COMMON_FLAGS, *flags)[:20]
-    cache = writable_cache_dir()
-    try:
-        tc = find_toolchain()
-    except ToolkitNotFound as e:
-        built = sorted(cache.glob(f"{symbol}-{arch}-{key}-nvcc*{suffix}"), key=lambda p: p.stat().st_mtime)
-        intact = [p for p in built if _read_verified(p) is not None]
-        return None, intact[-1] if intact else cache / f"{symbol}-{arch}-{key}-nvcc-none{suffix}", str(e)
-    return tc, cache / f"{symbol}-{arch}-{key}-nvcc{tc.version}{suffix}", None
+def compile_host_lib(tc: Toolchain, source: str, symbol: str) -> bytes:
+    """The host half of a kernel whose parameters CUTLASS packs (a shared library exporting <symbol>_*)."""
+    return _run(tc, source, symbol, (*HOST_FLAGS, "-shared"), ".so")[0]
 
 
-HOST_FLAGS = ("-DCUTLASS_ROUTER_HOST_ONLY", "-Xcompiler", "-fPIC")
-
-
-def build_host_lib(source: str, symbol: str, arch: str = "sm_90a", prefer_prebuilt: bool = True) -> Artifact:
-    """The host half of a kernel whose parameters CUTLASS packs (TMA descriptors): a shared library, the package's
-    prebuilt one where it holds exactly this source's host code for this platform, else from the cache or nvcc."""
-    if prefer_prebuilt:
-        from . import prebuilt
-
-        shipped = prebuilt.lookup_host(symbol, source, arch)
-        if shipped is not None:
-            return Artifact(shipped, "prebuilt (shipped with the package)")
-    flags = [gencode(arch), *HOST_FLAGS, "-shared"]
-    tc, path, missing = _toolchain_and_path(source, symbol, arch, flags, ".so")
-    if _read_verified(path) is not None:
-        return Artifact(path, "")
-    if tc is None:
-        raise ToolkitNotFound(f"the host library of {symbol} is neither shipped nor cached for this source, "
-                              f"and {missing}")
-    data, report = _compile(tc, source, symbol, flags, ".so")
-    _store(path, data)
-    return Artifact(path, report)
-
-
-def link_host_libs(sources: dict[str, str], arch: str = "sm_90a", jobs: int = 2) -> bytes:
+def link_host_libs(sources: dict[str, str], jobs: int = 2) -> bytes:
     """One shared library holding the host functions of several kernels (each symbol-prefixed), linked against
     one static CUDA runtime: what the package ships, instead of a library per kernel."""
     from concurrent.futures import ThreadPoolExecutor
 
     tc = find_toolchain()
     with ThreadPoolExecutor(jobs) as ex:
-        objects = list(ex.map(lambda kv: _compile(tc, kv[1], kv[0], [gencode(arch), *HOST_FLAGS, "-c"], ".o")[0],
-                              sorted(sources.items())))
+        objects = list(ex.map(lambda kv: _run(tc, kv[1], kv[0], (*HOST_FLAGS, "-c"), ".o")[0], sorted(sources.items())))
     with tempfile.TemporaryDirectory(prefix="cutlass_router_") as tmp:
         paths = []
         for i, blob in enumerate(objects):
@@ -219,15 +174,3 @@ def link_host_libs(sources: dict[str, str], arch: str = "sm_90a", jobs: int = 2)
         if proc.returncode != 0:
             raise BuildError(f"nvcc failed to link the host library (exit {proc.returncode}):\n{proc.stderr}")
         return Path(dst).read_bytes()
-
-
-def read_artifact(path: Path) -> bytes:
-    """The bytes of a cached artifact (checked against its sha256 sidecar) or of a shipped, indexed cubin."""
-    from . import prebuilt
-
-    if path.parent == prebuilt.DIR:
-        return path.read_bytes()  # prebuilt.lookup checked it against the index
-    data = _read_verified(path)
-    if data is None:
-        raise BuildError(f"{path} is missing or fails its sha256 check")
-    return data

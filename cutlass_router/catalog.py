@@ -1,10 +1,12 @@
-"""The kernels this library ships: every configuration dispatch may pick, for both output dtypes.
+"""Every kernel this library emits: the configurations dispatch may pick and the candidates `tune` times, for
+both output dtypes. What ships prebuilt is the part dispatch can reach (dispatch.reachable()).
 
 Adding a kernel means adding its spec here, running `python -m cutlass_router emit`, and committing emitted/.
 """
 from __future__ import annotations
 
 from .families.cutlass_sm90 import Sm90GemmSpec
+from .families.route import RouteSpec
 from .families.splitk_mma import SplitKSpec
 
 OUT_DTYPES = ("bf16", "f32")
@@ -57,14 +59,27 @@ _EPILOGUE = {"TmaWarpSpecializedCooperative": "TmaWarpSpecializedCooperative",
              "TmaWarpSpecializedPingpong": "TmaWarpSpecialized", "TmaWarpSpecialized": "TmaWarpSpecialized"}
 
 
+# (warps, splits, exp_tiles, tok_tiles, unroll): fused route kernels; a cluster is ceil(N / 16 exp_tiles) x splits
+# CTAs (at most 16), so the configurations differ in how many CTAs share W and how many tokens a cluster holds.
+_ROUTE = (
+    (16, 1, 1, 1, 3),   # 16 experts a CTA, K over 16 warps: N <= 256
+    (16, 2, 1, 1, 2),   # ... K also over 2 CTAs: N <= 128 in 16 CTAs
+    (8, 2, 1, 1, 3),
+    (8, 4, 1, 1, 2),    # N <= 64 in 16 CTAs
+    (4, 8, 1, 1, 2),    # N <= 32 in 16 CTAs
+    (8, 1, 2, 1, 3),    # 32 experts a CTA: N <= 512 (the kernels stop at 384)
+    (16, 1, 1, 2, 2),   # 16 tokens a cluster
+    (8, 2, 2, 1, 2),    # N <= 256 in 16 CTAs, 32 experts each
+    (8, 4, 1, 2, 2),
+    (8, 1, 3, 1, 2),    # 48 experts a CTA: N <= 384 in 8 CTAs
+)
+
+
 def specs() -> list:
-    out = []
+    out = [RouteSpec(w, s, e, t, u) for (w, s, e, t, u) in _ROUTE] + [RouteSpec(select_only=True)]
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
         out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
                 for (swap, tm, tn, tk, ks, cn) in _SM90]
     return out
 
-
-def by_symbol() -> dict:
-    return {s.symbol: s for s in specs()}

@@ -1,7 +1,7 @@
 """Which kernel runs a given shape: a tuned table per GPU arch (tuned/<arch>.json), else a default ladder.
 
-The choice is a pure function of (N, K, M, out dtype), made inside the custom op at run time, so a compiled
-graph or a captured CUDA graph keeps the right kernel for each M.
+The choice is a pure function of (N, K, M, out dtype), made inside the op at run time, so a compiled graph or a
+captured CUDA graph keeps the right kernel for each M.
 """
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from .families.route import RouteSpec
 from .families.splitk_mma import SplitKSpec
+from .target import ARCH
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,10 @@ def _rung(max_m: int, *cfg: int) -> Rung:
 _DEFAULT_FEW = (_rung(8, 4, 16, 1, 1, 1), _rung(16, 4, 8, 1, 2, 2), _rung(32, 4, 8, 1, 4, 2),
                 _rung(256, 4, 4, 2, 4, 2), _rung(1 << 62, 8, 2, 2, 4, 2))
 _DEFAULT_MANY = (_rung(8, 4, 8, 1, 1, 2),) + _DEFAULT_FEW[1:]
-MAX_GRID_Y = 65535
 
 
 @lru_cache(maxsize=None)
-def tuned_table(arch: str) -> dict[tuple[int, int], tuple[Rung, ...]]:
+def tuned_table(arch: str = ARCH) -> dict[tuple[int, int], tuple[Rung, ...]]:
     try:
         data = json.loads(resources.files("cutlass_router").joinpath(f"tuned/{arch}.json").read_text())
     except FileNotFoundError:
@@ -40,8 +41,12 @@ def tuned_table(arch: str) -> dict[tuple[int, int], tuple[Rung, ...]]:
     return {(s["N"], s["K"]): tuple(Rung(**r) for r in s["rungs"]) for s in data["shapes"]}
 
 
-def ladder(N: int, K: int, arch: str = "sm_90a") -> tuple[Rung, ...]:
-    return tuned_table(arch).get((N, K)) or (_DEFAULT_FEW if N <= 48 else _DEFAULT_MANY)
+def default_ladder(N: int) -> tuple[Rung, ...]:
+    return _DEFAULT_FEW if N <= 48 else _DEFAULT_MANY
+
+
+def ladder(N: int, K: int) -> tuple[Rung, ...]:
+    return tuned_table().get((N, K)) or default_ladder(N)
 
 
 def _pick(rungs: tuple[Rung, ...], M: int, out_dtype: str) -> str:
@@ -51,23 +56,74 @@ def _pick(rungs: tuple[Rung, ...], M: int, out_dtype: str) -> str:
     raise AssertionError("the last rung serves every M")
 
 
-def choose(N: int, K: int, M: int, out_dtype: str, arch: str = "sm_90a") -> str:
-    """The kernel for this call. A tuned TMA kernel whose output rows N cannot take (not 16-byte multiples)
-    gives way to the split-K ladder, which takes any N."""
+def choose(N: int, K: int, M: int, out_dtype: str) -> str:
+    """The kernel for this call. A tuned kernel that cannot take this N (a TMA kernel's output rows must be
+    16-byte multiples) gives way to the default split-K ladder, which takes any N."""
+    from .families import of
     from .manifest import entry
 
-    symbol = _pick(ladder(N, K, arch), M, out_dtype)
-    if N % entry(symbol).launch.get("n_multiple", 1):
+    symbol = _pick(ladder(N, K), M, out_dtype)
+    e = entry(symbol)
+    if of(e.family).blocker(e, M, N):
         symbol = choose_splitk(N, M, out_dtype)
     return symbol
 
 
 def choose_splitk(N: int, M: int, out_dtype: str) -> str:
     """The default split-K ladder's kernel: takes any N, and ships prebuilt."""
-    return _pick(_DEFAULT_FEW if N <= 48 else _DEFAULT_MANY, M, out_dtype)
+    return _pick(default_ladder(N), M, out_dtype)
 
 
-def reachable(arch: str = "sm_90a") -> set[str]:
-    """Every kernel dispatch can pick: the tuned ladders and both default ladders (untuned shapes, fallbacks)."""
-    rungs = [r for ladder_ in tuned_table(arch).values() for r in ladder_] + [*_DEFAULT_FEW, *_DEFAULT_MANY]
-    return {s for r in rungs for s in (r.bf16, r.f32)}
+# ---- route: the fused kernel at decode sizes, the GEMM then the select kernel above -----------------------------
+
+GEMM_THEN_SELECT = "gemm+select"  # router_gemm (its own ladder) into logits, then the select kernel
+SELECT = RouteSpec(select_only=True).symbol
+
+
+@dataclass(frozen=True)
+class RouteRung:
+    max_m: int    # this rung serves M up to max_m (inclusive)
+    kernel: str   # a fused route kernel, or GEMM_THEN_SELECT
+
+
+# Untuned shapes: the most CTAs one cluster can hold (16) for the experts, so each streams the least of W.
+_ROUTE_DEFAULT = ((32, RouteSpec(4, 8, 1, 1, 2)), (64, RouteSpec(8, 4, 1, 1, 2)), (128, RouteSpec(16, 2, 1, 1, 2)),
+                  (256, RouteSpec(16, 1, 1, 1, 3)), (384, RouteSpec(8, 1, 3, 1, 2)))
+_ROUTE_FUSED_MAX_M = 64
+
+
+@lru_cache(maxsize=None)
+def tuned_route_table(arch: str = ARCH) -> dict[tuple[int, int], tuple[RouteRung, ...]]:
+    try:
+        data = json.loads(resources.files("cutlass_router").joinpath(f"tuned/{arch}.json").read_text())
+    except FileNotFoundError:
+        return {}
+    return {(s["N"], s["K"]): tuple(RouteRung(**r) for r in s["rungs"]) for s in data.get("route", [])}
+
+
+def default_route_ladder(N: int) -> tuple[RouteRung, ...]:
+    fused = next((spec for n, spec in _ROUTE_DEFAULT if N <= n), None)
+    if fused is None:  # more experts than the kernels take: the torch path decides (plan.route)
+        return (RouteRung(1 << 62, GEMM_THEN_SELECT),)
+    return RouteRung(_ROUTE_FUSED_MAX_M, fused.symbol), RouteRung(1 << 62, GEMM_THEN_SELECT)
+
+
+def route_ladder(N: int, K: int) -> tuple[RouteRung, ...]:
+    return tuned_route_table().get((N, K)) or default_route_ladder(N)
+
+
+def choose_route(N: int, K: int, M: int) -> str:
+    """A fused route kernel, or GEMM_THEN_SELECT, for this call."""
+    for rung in route_ladder(N, K):
+        if M <= rung.max_m:
+            return rung.kernel
+    raise AssertionError("the last rung serves every M")
+
+
+def reachable() -> set[str]:
+    """Every kernel dispatch can pick: the tuned ladders and the default ladders (untuned shapes, fallbacks), for
+    the GEMM and for route. Exactly these ship prebuilt."""
+    rungs = [r for ladder_ in tuned_table().values() for r in ladder_] + [*_DEFAULT_FEW, *_DEFAULT_MANY]
+    route = {r.kernel for ladder_ in tuned_route_table().values() for r in ladder_}
+    route |= {spec.symbol for _, spec in _ROUTE_DEFAULT} | {SELECT}
+    return {s for r in rungs for s in (r.bf16, r.f32)} | (route - {GEMM_THEN_SELECT})

@@ -1,17 +1,20 @@
 """Run every family's generator over the catalog and write emitted/: one .cu per kernel plus manifest.json.
 
-Output is byte-for-byte reproducible: the same package versions give the same files in any process.
+A split-K file is a short instantiation that includes its template; a CUTLASS file is the whole kernel as
+cutlass_cppgen writes it. The manifest records both the file's sha256 and that of the expanded source (the
+templates inlined), so a template edit shows up as a stale manifest. Output is byte-for-byte reproducible: the
+same package versions give the same files in any process.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from . import catalog
+from .manifest import expand, sha256
+from .target import ARCH
 
 MANIFEST = "manifest.json"
-ARCH = "sm_90a"
 
 
 def _cutlass_version() -> str:
@@ -25,14 +28,15 @@ def render() -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     kernels = []
     for spec in catalog.specs():
-        source = spec.emit().encode()
+        text = spec.emit()
         name = f"{spec.symbol}.cu"
-        files[name] = source
+        files[name] = text.encode()
         kernels.append({
             "symbol": spec.symbol,
             "family": spec.family,
             "file": name,
-            "sha256": hashlib.sha256(source).hexdigest(),
+            "sha256": sha256(text),
+            "source_sha256": sha256(expand(text)),  # what is compiled: the templates inlined
             "out_dtype": spec.out_dtype,
             "config": spec.config(),
             "launch": spec.launch(),

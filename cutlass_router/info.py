@@ -1,4 +1,4 @@
-"""What `python -m cutlass_router info` prints: the environment and which path each model size takes."""
+"""What `python -m cutlass_router info` prints: the environment and which kernel each model size takes."""
 from __future__ import annotations
 
 import platform
@@ -7,7 +7,7 @@ import platform
 def report() -> str:
     import torch
 
-    from . import build, cache, dispatch, manifest, models, prebuilt
+    from . import build, cache, dispatch, env, manifest, models, resolve, target
 
     lines = [f"python {platform.python_version()}, torch {torch.__version__}"]
     try:
@@ -15,37 +15,66 @@ def report() -> str:
 
         lines.append(f"cuda-python (cuda.bindings) {bindings.__version__}")
     except ImportError:
-        lines.append("cuda-python: not installed (the fallback path will be used)")
+        lines.append("cuda-python: not installed (the torch path will be used)")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             cc = torch.cuda.get_device_capability(i)
+            why = target.device_blocker(i, cc)
             lines.append(f"GPU {i}: {torch.cuda.get_device_name(i)} (sm_{cc[0]}{cc[1]})"
-                         + ("" if cc == (9, 0) else " - not Hopper: router_gemm falls back to torch"))
-        lines.append(f"driver: {_driver_version()}; torch's CUDA runtime: {torch.version.cuda}")
+                         + (f" - {why}: the ops run the torch path" if why else ""))
     else:
-        lines.append("GPU: none visible (router_gemm runs the CPU/torch path)")
+        lines.append(f"GPU: none visible (the ops run the torch path; the kernels need an {target.ARCH} GPU)")
+    lines.append(f"driver: {_driver_version()}; torch's CUDA runtime: {torch.version.cuda or 'none (CPU build)'}")
     try:
         tc = build.find_toolchain()
         lines.append(f"nvcc {tc.version} at {tc.nvcc}; CUTLASS headers at {tc.cutlass_root}")
     except build.BuildError as e:
-        tc = None
         lines.append(f"toolkit: {e}")
-    shipped = [s for s in manifest.entries() if _shipped(s)]
-    lines.append(f"shipped in the package: {len(shipped)} of {len(manifest.entries())} kernels "
-                 f"(platform {prebuilt.platform_tag()})")
+    flags = env.in_force()
+    lines.append("environment: " + (", ".join(f"{k}={v}" for k, v in flags.items()) if flags else "no "
+                                    "CUTLASS_ROUTER_* switch set")
+                 + f" (in effect: PDL {'on' if env.flag(env.PDL) else 'off'}, batch invariance "
+                 f"{'on' if env.flag(env.BATCH_INVARIANT) else 'off'}, kernels "
+                 f"{'disabled' if env.flag(env.DISABLE) else 'enabled'})")
+    entries = manifest.entries()
+    origins = {s: resolve.origin(e) for s, e in entries.items()}
+    shipped = sum(o == resolve.SHIPPED for o in origins.values())
+    lines.append(f"kernels: {len(entries)} emitted, {shipped} shipped in the package (what dispatch can reach, "
+                 f"{len(dispatch.reachable())}), {sum(o == resolve.CACHED for o in origins.values())} cached")
     d = cache.cache_dir()
-    built = sorted(p.name for p in d.glob("*.cubin")) if d.is_dir() else []
-    lines.append(f"cache: {d} ({len(built)} cubins)")
-    lines.append(f"kernels in manifest: {len(manifest.entries())}")
-    for name, (N, K) in models.MODELS.items():
-        tuned = (N, K) in dispatch.tuned_table("sm_90a")
+    why = cache.unwritable_reason()
+    lines.append(f"cache: {d}" + (f" - NOT WRITABLE ({why}); builds go to a per-user temporary directory"
+                                  if why else ""))
+    for name, model in models.MODELS.items():
+        N, K = model.shape
+        tuned = (N, K) in dispatch.tuned_table()
         lines.append(f"{name} (N={N}, K={K}): {'tuned' if tuned else 'default'} dispatch")
         low = 0
         for r in dispatch.ladder(N, K):
             span = f"> {low}" if r.max_m >= 1 << 62 else f"{low + 1}..{r.max_m}"
-            lines.append(f"  M {span}: {r.bf16} (fp32 out: {r.f32}) - {_source(r.bf16, r.f32, tc)}")
+            where = {origins[r.bf16], origins[r.f32]}
+            lines.append(f"  M {span}: {r.bf16} (fp32 out: {r.f32}) - {_say(where)}")
+            low = r.max_m
+        low = 0
+        for r in dispatch.route_ladder(N, K):
+            span = f"> {low}" if r.max_m >= 1 << 62 else f"{low + 1}..{r.max_m}"
+            if r.kernel == dispatch.GEMM_THEN_SELECT:
+                what = f"the GEMM above, then {dispatch.SELECT} - {_say({origins[dispatch.SELECT]})}"
+            else:
+                what = f"{r.kernel} - {_say({origins[r.kernel]})}"
+            lines.append(f"  route, M {span}: {what}")
             low = r.max_m
     return "\n".join(lines)
+
+
+def _say(origins: set[str]) -> str:
+    from . import resolve
+
+    if origins == {resolve.SHIPPED}:
+        return "shipped"
+    if "unavailable" in origins:
+        return "not shipped and no nvcc: falls back"
+    return "cached" if origins <= {resolve.SHIPPED, resolve.CACHED} else "built with nvcc on first use"
 
 
 def _driver_version() -> str:
@@ -53,23 +82,6 @@ def _driver_version() -> str:
         from cuda.bindings import driver
 
         err, v = driver.cuDriverGetVersion()
-        return f"CUDA {v // 1000}.{v % 1000 // 10}" if not err else f"unknown ({err})"
-    except Exception as e:  # no libcuda: say so rather than fail the report
-        return f"unknown ({e})"
-
-
-def _shipped(symbol: str) -> bool:
-    from . import manifest, prebuilt
-
-    e = manifest.entry(symbol)
-    source = e.source()
-    if prebuilt.lookup(symbol, source, "sm_90a") is None:
-        return False
-    return e.launch["params"] != "host_lib" or prebuilt.lookup_host(symbol, source, "sm_90a") is not None
-
-
-def _source(bf16: str, f32: str, toolchain) -> str:
-    """Where this rung's kernels come from, and what happens without them."""
-    if _shipped(bf16) and _shipped(f32):
-        return "shipped"
-    return "built with nvcc on first use" if toolchain else "not shipped and no nvcc: falls back"
+        return f"CUDA {v // 1000}.{v % 1000 // 10}" if not err else "none (no NVIDIA driver found)"
+    except Exception:  # no libcuda: say so rather than fail the report
+        return "none (no NVIDIA driver library on this machine)"

@@ -1,25 +1,24 @@
-"""Load cubins with the CUDA driver API and launch them on raw device pointers, on torch's current stream.
+"""Load cubins with the CUDA driver API and launch them on torch's current stream.
 
 cuLibraryLoadData gives context-independent kernels (CUkernel): one load per process serves every device;
-attributes (dynamic smem, non-portable clusters) are set per device. No device memory is allocated and the
-host never synchronizes: a launch is a parameter pack and one cuLaunchKernelEx.
+attributes (dynamic smem, non-portable clusters) are set per device. No device memory is allocated and the host
+never synchronizes: a launch is a parameter pack (the kernel's family writes it into a per-thread buffer) and
+one cuLaunchKernelEx.
 """
 from __future__ import annotations
 
 import ctypes
-import struct
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import ModuleType
 
 from cuda.bindings import driver
 
-from . import build
-from .manifest import KernelEntry, entry
+from . import families, resolve
+from .manifest import KernelEntry, entry, expand
 
-# Mirrors cutlass_router::SplitKParams (templates/splitk_mma.cuh): 4 pointers, 3 int64 strides, 4 int32.
-SPLITK_PARAMS = struct.Struct("<QQQQqqqiiii")
-_PARAM_CAPACITY = 4096  # bytes; CUTLASS sm90 Params are well under this
+PARAM_CAPACITY = 4096  # bytes; CUTLASS sm90 Params are well under this
 
 
 class LaunchError(RuntimeError):
@@ -38,88 +37,59 @@ def check(result, what: str):
 @dataclass(eq=False)
 class LoadedKernel:
     entry: KernelEntry
+    family: ModuleType                           # the module of families/ that owns this kernel
     library: object
     kernel: object
     block_threads: int
-    cluster: tuple[int, int, int]
+    cluster: tuple[int, int, int]                # the largest cluster it is launched with
     smem_bytes: int
-    host: ctypes.CDLL | None = None
-    pack: object = None                          # the host library's <symbol>_pack, if any
+    origin: str                                  # resolve.SHIPPED, CACHED or BUILT
+    host: ctypes.CDLL | None = None              # the family's host library, if it needs one
+    pack: object = None                          # its <symbol>_pack, if any
     devices: set = field(default_factory=set)    # devices whose attributes are set
     configs: dict = field(default_factory=dict)  # (grid x, y, z, pdl, stream) -> CUlaunchConfig, never mutated
-
-    def __post_init__(self):
-        lc = self.entry.launch  # split-K grids: N tiles (times the cluster) by M tiles
-        self.tile_m, self.tile_n = lc.get("tile_m", 0), lc.get("tile_n", 0)
 
 
 _lock = threading.Lock()
 _scratch = threading.local()
 
 
-def _params_buffer():
+def params_buffer():
     """(buffer, address of the void*[1] pointing at it, int[3] grid) for this thread. The driver copies the
     parameters during the launch call, so one buffer per thread is enough."""
     try:
         return _scratch.state
     except AttributeError:
-        buf = ctypes.create_string_buffer(_PARAM_CAPACITY)
+        buf = ctypes.create_string_buffer(PARAM_CAPACITY)
         argv = (ctypes.c_void_p * 1)(ctypes.addressof(buf))
         _scratch.keep = argv  # the pointer array must outlive its address
         _scratch.state = (buf, ctypes.addressof(argv), (ctypes.c_int * 3)())
         return _scratch.state
 
 
-def _bind_host(lib: ctypes.CDLL, symbol: str) -> None:
-    pack = getattr(lib, f"{symbol}_pack")
-    pack.restype = ctypes.c_int
-    pack.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] + [ctypes.c_void_p] * 4 \
-        + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 3 + [ctypes.c_int]
-    for name in ("params_size", "smem_size", "block_threads"):
-        getattr(lib, f"{symbol}_{name}").restype = ctypes.c_int
-
-
-def _open_host_lib(source: str, symbol: str, arch: str) -> ctypes.CDLL:
-    from . import prebuilt
-
-    art = build.build_host_lib(source, symbol, arch)
-    try:
-        return ctypes.CDLL(str(art.path))
-    except OSError as e:
-        if art.path.parent != prebuilt.DIR:
-            raise
-        # The shipped library needs glibc 2.34; an older system refuses it: build one here if we can.
-        try:
-            return ctypes.CDLL(str(build.build_host_lib(source, symbol, arch, prefer_prebuilt=False).path))
-        except build.ToolkitNotFound as missing:
-            raise LaunchError(f"the shipped host library does not load on this system ({e}) and {missing}") from e
-
-
 @lru_cache(maxsize=None)
-def load(symbol: str, arch: str = "sm_90a") -> LoadedKernel:
-    """Build (or fetch from the cache) and load one kernel of the manifest."""
-    e = entry(symbol)
-    return load_entry(e, e.source(), arch)
+def load(symbol: str) -> LoadedKernel:
+    """Resolve (shipped, cached or compiled now) and load one kernel of the manifest."""
+    return load_entry(entry(symbol))
 
 
-def load_entry(e: KernelEntry, source: str, arch: str = "sm_90a") -> LoadedKernel:
-    """Build and load `source`, whose entry point is e.symbol, launched as e.launch says (uncached)."""
-    symbol = e.symbol
-    cubin = build.read_artifact(build.build_cubin(source, symbol, arch).path)
+def load_entry(e: KernelEntry, source: str | None = None) -> LoadedKernel:
+    """Load the kernel `e` describes (uncached); `source` replaces its emitted source (experiments: variants of a
+    template, an empty kernel as a floor)."""
+    family = families.of(e.family)
+    art = resolve.cubin(e.source() if source is None else expand(source), e.symbol)
     check(driver.cuInit(0), "cuInit")
-    library = check(driver.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), f"cuLibraryLoadData({symbol})")
-    kernel = check(driver.cuLibraryGetKernel(library, symbol.encode()), f"cuLibraryGetKernel({symbol})")
-    launch = e.launch
-    if launch["params"] == "host_lib":
-        host = _open_host_lib(source, symbol, arch)
-        _bind_host(host, symbol)
-        cluster = (ctypes.c_int * 3)()
-        getattr(host, f"{symbol}_cluster_shape")(cluster)
-        if getattr(host, f"{symbol}_params_size")() > _PARAM_CAPACITY:
-            raise LaunchError(f"{symbol}: Params larger than {_PARAM_CAPACITY} bytes")
-        return LoadedKernel(e, library, kernel, getattr(host, f"{symbol}_block_threads")(), tuple(cluster),
-                            getattr(host, f"{symbol}_smem_size")(), host, getattr(host, f"{symbol}_pack"))
-    return LoadedKernel(e, library, kernel, launch["block_threads"], (launch["cluster"], 1, 1), launch["smem_bytes"])
+    library = check(driver.cuLibraryLoadData(art.read(), None, None, 0, None, None, 0),
+                    f"cuLibraryLoadData({e.symbol})")
+    kernel = check(driver.cuLibraryGetKernel(library, e.symbol.encode()), f"cuLibraryGetKernel({e.symbol})")
+    host = pack = None
+    if family.HOST_LIB:
+        host = family.open_host(e)
+        pack = getattr(host, f"{e.symbol}_pack")
+        if family.params_size(e, host) > PARAM_CAPACITY:
+            raise LaunchError(f"{e.symbol}: Params larger than {PARAM_CAPACITY} bytes")
+    block, cluster, smem = family.geometry(e, host)
+    return LoadedKernel(e, family, library, kernel, block, cluster, smem, art.origin, host, pack)
 
 
 def _prepare_device(k: LoadedKernel, device: int) -> None:
@@ -137,53 +107,104 @@ def _prepare_device(k: LoadedKernel, device: int) -> None:
         k.devices.add(device)
 
 
-def _config(k: LoadedKernel, grid: tuple[int, int, int], pdl: bool, stream: int):
-    attrs = []
-    if k.cluster != (1, 1, 1):
-        a = driver.CUlaunchAttribute()
-        a.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
-        a.value.clusterDim.x, a.value.clusterDim.y, a.value.clusterDim.z = k.cluster
-        attrs.append(a)
+# ---- the launch call ------------------------------------------------------------------------------------------
+# cuda.bindings' cuLaunchKernelEx costs about 4.7 us of Python per call, more than the kernel at decode sizes. The
+# eager path instead calls libcuda's cuLaunchKernelEx through ctypes with a CUlaunchConfig built once per
+# (grid, cluster, PDL, stream) and kept: one foreign call per launch. The structs mirror cuda.h (CUDA 12 and 13;
+# a test compiles cuda.h's offsets and compares). Where libcuda cannot be opened this way, cuda.bindings serves.
+
+class _Attr(ctypes.Structure):  # CUlaunchAttribute: id, pad to 8, a 64-byte union
+    _fields_ = [("id", ctypes.c_int), ("pad", ctypes.c_char * 4), ("value", ctypes.c_uint * 16)]
+
+
+class _Config(ctypes.Structure):  # CUlaunchConfig
+    _fields_ = [("gridDimX", ctypes.c_uint), ("gridDimY", ctypes.c_uint), ("gridDimZ", ctypes.c_uint),
+                ("blockDimX", ctypes.c_uint), ("blockDimY", ctypes.c_uint), ("blockDimZ", ctypes.c_uint),
+                ("sharedMemBytes", ctypes.c_uint), ("hStream", ctypes.c_void_p),
+                ("attrs", ctypes.POINTER(_Attr)), ("numAttrs", ctypes.c_uint)]
+
+
+ATTR_CLUSTER_DIMENSION, ATTR_PROGRAMMATIC_STREAM_SERIALIZATION = 4, 6  # CUlaunchAttributeID values (cuda.h)
+
+
+@lru_cache(maxsize=None)
+def _libcuda_launch():
+    """libcuda's cuLaunchKernelEx as a ctypes function, or None."""
+    try:
+        fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    return fn
+
+
+def _handle(obj) -> int:
+    return int(obj) if not hasattr(obj, "getPtr") else int(obj.getPtr())
+
+
+@dataclass(frozen=True)
+class _Launch:
+    """One prepared launch configuration: what the foreign call needs, kept alive together."""
+    config: object
+    attrs: object
+    address: int      # of config
+    kernel: int       # the CUkernel handle, passed where cuLaunchKernelEx takes a CUfunction (allowed since 12.0)
+
+
+def _config(k: LoadedKernel, grid: tuple[int, int, int], cluster: tuple[int, int, int], pdl: bool, stream: int):
+    attrs = (_Attr * 2)()
+    n = 0
+    if cluster != (1, 1, 1):
+        attrs[n].id = ATTR_CLUSTER_DIMENSION
+        attrs[n].value[0], attrs[n].value[1], attrs[n].value[2] = cluster
+        n += 1
     if pdl:
-        a = driver.CUlaunchAttribute()
-        a.id = driver.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
-        a.value.programmaticStreamSerializationAllowed = 1
-        attrs.append(a)
-    cfg = driver.CUlaunchConfig()
-    cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = grid
-    cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = k.block_threads, 1, 1
-    cfg.sharedMemBytes = k.smem_bytes
-    cfg.attrs = attrs
-    cfg.numAttrs = len(attrs)
-    cfg.hStream = driver.CUstream(stream)
+        attrs[n].id = ATTR_PROGRAMMATIC_STREAM_SERIALIZATION
+        attrs[n].value[0] = 1
+        n += 1
+    cfg = _Config(*grid, k.block_threads, 1, 1, k.smem_bytes, stream, attrs, n)
     if len(k.configs) >= 4096:  # prefill brings many grid heights: keep the cache bounded
         k.configs.clear()
-    k.configs[(*grid, pdl, stream)] = cfg
-    return cfg
+    prepared = _Launch(cfg, attrs, ctypes.addressof(cfg), _handle(k.kernel))
+    k.configs[(*grid, *cluster, pdl, stream)] = prepared
+    return prepared
 
 
-def grid_for(k: LoadedKernel, M: int, N: int) -> tuple[int, int, int]:
-    """Grid of a split-K kernel: N tiles (times the cluster) by M tiles."""
-    return (-(-N // k.tile_n) * k.cluster[0], -(-M // k.tile_m), 1)
+def _bindings_launch(p: _Launch, argv: int) -> int:
+    """The same launch through cuda.bindings (where libcuda is not reachable by ctypes)."""
+    c = p.config
+    cfg = driver.CUlaunchConfig()
+    cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = c.gridDimX, c.gridDimY, c.gridDimZ
+    cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = c.blockDimX, 1, 1
+    cfg.sharedMemBytes = c.sharedMemBytes
+    attrs = []
+    for i in range(c.numAttrs):
+        a = driver.CUlaunchAttribute()
+        a.id = driver.CUlaunchAttributeID(p.attrs[i].id)
+        if p.attrs[i].id == ATTR_CLUSTER_DIMENSION:
+            a.value.clusterDim.x, a.value.clusterDim.y, a.value.clusterDim.z = p.attrs[i].value[:3]
+        else:
+            a.value.programmaticStreamSerializationAllowed = 1
+        attrs.append(a)
+    cfg.attrs, cfg.numAttrs = attrs, len(attrs)
+    cfg.hStream = driver.CUstream(c.hStream or 0)
+    return int(driver.cuLaunchKernelEx(cfg, driver.CUkernel(p.kernel), argv, 0)[0])
 
 
-def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, sm_count: int,
-           x: int, w: int, bias: int, out: int, M: int, N: int, K: int, ldx: int, ldw: int, ldo: int) -> None:
-    """One launch on raw device pointers (bias 0 = none), strides in elements, on the given CUstream handle."""
+def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, grid: tuple[int, int, int],
+           cluster: tuple[int, int, int] | None = None) -> None:
+    """Launch k with the parameters its family packed into this thread's params_buffer(), on the given CUstream
+    handle. cluster: for families whose cluster size depends on the problem (default: the kernel's own); it may
+    not exceed the kernel's own, which is the largest its family launches it with."""
     if device not in k.devices:
         _prepare_device(k, device)
-    buf, argv, grid_buf = _params_buffer()
-    if k.host is None:
-        SPLITK_PARAMS.pack_into(buf, 0, x, w, bias, out, ldx, ldw, ldo, M, N, K, 0)
-        gx, gy, gz = grid_for(k, M, N)
-    else:
-        rc = k.pack(buf, _PARAM_CAPACITY, grid_buf, x, w, bias or None, out, M, N, K, ldx, ldw, ldo, sm_count)
-        if rc != 0:
-            raise LaunchError(f"{k.entry.symbol}: CUTLASS cannot run M={M} N={N} K={K} (code {rc})")
-        gx, gy, gz = grid_buf
-    cfg = k.configs.get((gx, gy, gz, pdl, stream))
-    if cfg is None:
-        cfg = _config(k, (gx, gy, gz), pdl, stream)
-    err = driver.cuLaunchKernelEx(cfg, k.kernel, argv, 0)[0]
+    cluster = cluster or k.cluster
+    prepared = k.configs.get((*grid, *cluster, pdl, stream))
+    if prepared is None:
+        prepared = _config(k, grid, cluster, pdl, stream)
+    call = _libcuda_launch()
+    argv = params_buffer()[1]
+    err = call(prepared.address, prepared.kernel, argv, None) if call is not None else _bindings_launch(prepared, argv)
     if err:
-        check((err,), f"launch {k.entry.symbol}")
+        check((driver.CUresult(err),), f"launch {k.entry.symbol}")

@@ -30,13 +30,17 @@ class RouterLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, out_dtype: Optional[torch.dtype] = None) -> "RouterLinear":
-        """A RouterLinear sharing nothing with `linear` but holding its weights, cast to bf16."""
+        """A RouterLinear sharing nothing with `linear` but holding its weights, cast to bf16, and keeping their
+        requires_grad (a frozen gate stays frozen, and on the eager fast path)."""
         m = cls(linear.in_features, linear.out_features, linear.bias is not None,
                 device=linear.weight.device, out_dtype=out_dtype)
         with torch.no_grad():
             m.weight.copy_(linear.weight)
             if linear.bias is not None:
                 m.bias.copy_(linear.bias)
+        m.weight.requires_grad_(linear.weight.requires_grad)
+        if linear.bias is not None:
+            m.bias.requires_grad_(linear.bias.requires_grad)
         return m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

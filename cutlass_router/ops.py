@@ -1,207 +1,37 @@
-"""The torch custom op `cutlass_router::router_gemm`: emitted kernels on Hopper, a correct fallback elsewhere."""
+"""The torch custom ops `cutlass_router::router_gemm`, `route` (and their out= variants), and the Python entry
+points router_gemm() and route().
+
+Every path plans through plan.gemm (arguments checked once per call signature, kernel chosen and loaded) and
+runs through plan.run_gemm: the eager fast path calls the op's body directly; torch.compile, autograd and tensor
+subclasses go through the dispatcher.
+"""
 from __future__ import annotations
 
-import logging
-import os
-from functools import lru_cache
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
-import torch.nn.functional as F
 
-from . import dispatch, validate
-
-logger = logging.getLogger("cutlass_router")
-ENV_DISABLE = "CUTLASS_ROUTER_DISABLE"  # 1: never run the emitted kernels
-ENV_PDL = "CUTLASS_ROUTER_PDL"          # 0: launch without programmatic dependent launch
-ENV_INVARIANT = "CUTLASS_ROUTER_BATCH_INVARIANT"  # 1: row results independent of M and of the other rows
-_DTYPE_NAME = {torch.bfloat16: "bf16", torch.float32: "f32"}
+from . import env, plan, validate
 
 
-@lru_cache(maxsize=None)
-def _log_once(message: str) -> None:
-    logger.warning("cutlass_router: %s", message)
+def check_switch(name: str, value) -> None:
+    """A per-call switch is True, False or None (the environment's default); anything else is a TypeError, so
+    that pdl='no' cannot turn PDL on."""
+    if value is not None and value is not True and value is not False:
+        raise TypeError(f"{name} must be True, False or None, got {value!r}")
 
 
-def pdl_default() -> bool:
-    return os.environ.get(ENV_PDL, "1") not in ("0", "false", "off")
+def switch(name: str, value, env_name: str) -> bool:
+    """The switch's value for this call: as given, or the environment's default for None."""
+    check_switch(name, value)
+    return env.flag(env_name) if value is None else value
 
 
-def invariant_default() -> bool:
-    return os.environ.get(ENV_INVARIANT, "0") not in ("0", "false", "off", "")
-
-
-def _disabled() -> bool:
-    return os.environ.get(ENV_DISABLE, "0") not in ("0", "")
-
-
-@lru_cache(maxsize=None)
-def _device_blocker(index: int) -> str | None:
-    major, minor = torch.cuda.get_device_capability(index)
-    if (major, minor) != (9, 0):
-        return f"GPU {index} is sm_{major}{minor}; the emitted kernels are sm_90a (Hopper) only"
-    return None
-
-
-@lru_cache(maxsize=None)
-def _sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def _raw_stream(device: int) -> int:
-    get = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # the cheap path Triton and Inductor use
-    return get(device) if get is not None else torch.cuda.current_stream(device).cuda_stream
-
-
-def reference(x, weight, bias, out_dtype, invariant=False):
-    """fp32-accumulated x @ weight.T + bias in out_dtype, through torch: the CPU path and the fallback.
-
-    invariant: one row at a time, so that a row's bits cannot depend on how many rows there are (torch picks
-    its GEMM algorithm by shape); slow, and only used when batch invariance is asked for off the kernel path.
-    """
-    if invariant and x.shape[0] > 1:
-        return torch.cat([reference(x[i:i + 1], weight, bias, out_dtype) for i in range(x.shape[0])])
-    if out_dtype == torch.bfloat16 and x.is_cuda:
-        return F.linear(x, weight, bias)  # cuBLAS accumulates bf16 GEMMs in fp32
-    y = F.linear(x.float(), weight.float(), None if bias is None else bias.float())
-    return y.to(out_dtype)
-
-
-@lru_cache(maxsize=4096)
-def _plan(device: int, N: int, K: int, M: int, dt: str, invariant: bool = False):
-    """(loaded kernel, None) for this shape on this device, or (None, why not). Cached: shapes repeat.
-
-    invariant: the kernel chosen for M = 1 serves every M. A split-K kernel's per-element arithmetic (its K
-    split and summation order) is fixed by its configuration and K, so one kernel for all M makes each row's
-    result independent of the batch.
-    """
-    reason = _device_blocker(device)
-    if reason:
-        return None, reason
-    from . import build, launch  # deferred: cuda.bindings is needed only on this path
-
-    symbol = dispatch.choose(N, K, 1 if invariant else M, dt)
-    try:
-        k = launch.load(symbol)
-    except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
-        # A CUTLASS kernel's host library may not load here (another platform, glibc < 2.34) nor build (no nvcc);
-        # the split-K ladder needs none. Try it next.
-        fallback = dispatch.choose_splitk(N, 1 if invariant else M, dt)
-        if fallback == symbol:
-            return None, f"kernel {symbol} unavailable: {e}"
-        _log_once(f"kernel {symbol} unavailable ({e}); using {fallback}")
-        try:
-            k = launch.load(fallback)
-        except (build.BuildError, launch.LaunchError, KeyError, OSError) as e2:
-            return None, f"kernels {symbol} and {fallback} unavailable: {e2}"
-    if k.host is None and launch.grid_for(k, M, N)[1] > dispatch.MAX_GRID_Y:
-        return None, f"M = {M} exceeds the grid limit of {k.entry.symbol}"
-    return k, None
-
-
-def _launch(k, x, weight, bias, out, pdl):
-    from .launch import launch
-
-    dev = x.device.index
-    if dev != torch.cuda.current_device():  # a CUkernel launches into the current context
-        with torch.cuda.device(dev):
-            return _launch(k, x, weight, bias, out, pdl)
-    launch(k, dev, _raw_stream(dev), pdl_default() if pdl is None else pdl, _sm_count(dev),
-           x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), out.data_ptr(),
-           x.shape[0], weight.shape[0], x.shape[1], x.stride(0), weight.stride(0), out.stride(0))
-
-
-def _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl, invariant=False):
-    """Launch; if the driver or CUTLASS refuses this call (nothing was enqueued), compute it through torch."""
-    from .launch import LaunchError
-
-    try:
-        _launch(k, x, weight, bias, out, pdl)
-        return out
-    except LaunchError as e:
-        return _fallback(x, weight, bias, out_dtype, out, str(e), invariant)
-
-
-def _fallback(x, weight, bias, out_dtype, out, reason, invariant=False):
-    _log_once(f"using the torch fallback: {reason}")
-    y = reference(x, weight, bias, out_dtype, invariant)
-    return y if out is None else out.copy_(y)
-
-
-def _run_cuda(x, weight, bias, out_dtype, pdl, out=None, invariant=False):
-    M, K = x.shape
-    N = weight.shape[0]
-    if out is None:
-        out = torch.empty((M, N), dtype=out_dtype, device=x.device)
-    if M == 0 or N == 0:
-        return out
-    reason = "CUTLASS_ROUTER_DISABLE is set" if _disabled() else validate.kernel_blocker(x, weight, bias, out)
-    k = None
-    if reason is None:
-        k, reason = _plan(x.device.index, N, K, M, _DTYPE_NAME[out_dtype], invariant)
-    if k is None:
-        return _fallback(x, weight, bias, out_dtype, out, reason, invariant)
-    return _launch_or_fallback(k, x, weight, bias, out, out_dtype, pdl, invariant)
-
-
-_current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
-
-
-def _try_fast(x, weight, bias, out_dtype, pdl, out=None, invariant=False):
-    """The common eager case decided in one pass, each tensor attribute read once: supported dtypes and layouts
-    on one sm90 device. Returns the output, or None when anything is unusual, and the checked path then raises
-    or falls back. Every condition here is one that validate.check_args or validate.kernel_blocker verifies;
-    in eager mode the Python around a launch costs more than the kernel, hence this path.
-    """
-    if out_dtype is None or out_dtype is torch.bfloat16:
-        out_dtype, dt = torch.bfloat16, "bf16"
-    elif out_dtype is torch.float32:
-        dt = "f32"
-    else:
-        return None
-    if x.dtype is not torch.bfloat16 or weight.dtype is not torch.bfloat16 or x.ndim != 2 or weight.ndim != 2:
-        return None
-    M, K = x.shape
-    N, K_w = weight.shape
-    dev = x.get_device()
-    if K != K_w or dev < 0 or weight.get_device() != dev or M == 0 or N == 0 or K % 8:
-        return None
-    bp = 0
-    if bias is not None:
-        if (not isinstance(bias, torch.Tensor) or bias.dtype is not torch.bfloat16 or bias.ndim != 1
-                or bias.shape[0] != N or bias.get_device() != dev or bias.stride(0) != 1):
-            return None
-        bp = bias.data_ptr()
-    xs0, xs1 = x.stride()
-    ws0, ws1 = weight.stride()
-    xp, wp = x.data_ptr(), weight.data_ptr()
-    if xs1 != 1 or ws1 != 1 or (xs0 % 8 and M > 1) or ws0 % 8 or (xp | wp) % 16 or _disabled():
-        return None
-    if out is not None and (out.dtype is not out_dtype or out.shape != (M, N) or out.get_device() != dev
-                            or out.stride(1) != 1):
-        return None
-    k, _ = _plan(dev, N, K, M, dt, invariant)
-    if k is None or dev != _current_device():
-        return None
-    from .launch import LaunchError, launch
-
-    if out is None:
-        out = torch.empty((M, N), dtype=out_dtype, device=dev)
-    try:
-        launch(k, dev, _raw_stream(dev), pdl_default() if pdl is None else pdl, _sm_count(dev),
-               xp, wp, bp, out.data_ptr(), M, N, K, xs0, ws0, out.stride(0))
-    except LaunchError as e:
-        return _fallback(x, weight, bias, out_dtype, out, str(e), invariant)
-    return out
-
-
-def _impl(x, weight, bias, out_dtype, pdl, out=None, invariant=None):
-    out_dtype = validate.check_args(x, weight, bias, out_dtype, out)
-    invariant = invariant_default() if invariant is None else invariant
-    if x.is_cuda:
-        return _run_cuda(x, weight, bias, out_dtype, pdl, out, invariant)
-    y = reference(x, weight, bias, out_dtype, invariant)
-    return y if out is None else out.copy_(y)
+def _gemm(x, weight, bias, out_dtype, out, pdl, batch_invariant):
+    """The ops' body: plan (cached), then the kernel or the torch path."""
+    pdl = switch("pdl", pdl, env.PDL)
+    p = plan.gemm(x, weight, bias, out_dtype, out, switch("batch_invariant", batch_invariant, env.BATCH_INVARIANT))
+    return plan.run_gemm(p, x, weight, bias, out, pdl)
 
 
 def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl: Optional[bool] = None,
@@ -209,20 +39,20 @@ def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl:
     """Run one named kernel of the manifest, bypassing dispatch (for tests, tuning and benchmarks)."""
     from . import launch
 
-    out_dtype = validate.check_args(x, weight, bias, out_dtype)
-    reason = _device_blocker(x.device.index) or validate.kernel_blocker(x, weight, bias)
+    out_dtype = validate.check_args(x, weight, bias, out_dtype, out)
+    reason = plan.device_blocker(x.device.index) or validate.kernel_blocker(x, weight, bias, out)
     if reason:
         raise ValueError(f"kernel {symbol} cannot run these inputs: {reason}")
-    if out is None:
-        out = torch.empty((x.shape[0], weight.shape[0]), dtype=out_dtype, device=x.device)
     k = launch.load(symbol)
-    if k.entry.out_dtype != _DTYPE_NAME[out_dtype]:
+    if k.entry.out_dtype != plan._DTYPE_NAME[out_dtype]:
         raise ValueError(f"kernel {symbol} writes {k.entry.out_dtype}, not {out_dtype}")
-    n_multiple = k.entry.launch.get("n_multiple", 1)
-    if weight.shape[0] % n_multiple:
-        raise ValueError(f"kernel {symbol} needs N a multiple of {n_multiple}, got {weight.shape[0]}")
+    why = k.family.blocker(k.entry, x.shape[0], weight.shape[0])
+    if why:
+        raise ValueError(why)
+    if out is None:
+        out = x.new_empty((x.shape[0], weight.shape[0]), dtype=out_dtype)
     if out.numel():
-        _launch(k, x, weight, bias, out, pdl)
+        plan.launch_gemm(k, x, weight, bias, out, switch("pdl", pdl, env.PDL))
     return out
 
 
@@ -231,7 +61,7 @@ def router_gemm_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
                    out_dtype: Optional[torch.dtype] = None, pdl: Optional[bool] = None,
                    batch_invariant: Optional[bool] = None) -> torch.Tensor:
     """x [M, K] @ weight[N, K].T + bias[N], fp32 accumulation, in out_dtype (bf16 by default)."""
-    return _impl(x, weight, bias, out_dtype, pdl, None, batch_invariant)
+    return _gemm(x, weight, bias, out_dtype, None, pdl, batch_invariant)
 
 
 @router_gemm_op.register_fake
@@ -244,7 +74,7 @@ def _(x, weight, bias=None, out_dtype=None, pdl=None, batch_invariant=None):
 def router_gemm_out_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: torch.Tensor,
                        pdl: Optional[bool] = None, batch_invariant: Optional[bool] = None) -> None:
     """router_gemm into a preallocated out [M, N] (bf16 or fp32, rows contiguous): allocates nothing."""
-    _impl(x, weight, bias, out.dtype, pdl, out, batch_invariant)
+    _gemm(x, weight, bias, out.dtype, out, pdl, batch_invariant)
 
 
 @router_gemm_out_op.register_fake
@@ -270,14 +100,24 @@ def _backward(ctx, grad):
 router_gemm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _eager_ok(x, weight, bias) -> bool:
-    """Plain tensors, nothing to differentiate, not tracing: the op's body can run without the dispatcher."""
-    if type(x) is not torch.Tensor or type(weight) is not torch.Tensor or torch.compiler.is_compiling():
-        return False
-    if bias is not None and type(bias) is not torch.Tensor:
-        return False
-    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                             or (bias is not None and bias.requires_grad)))
+def needs_dispatcher(*tensors) -> bool:
+    """True unless every argument is a plain tensor (or None), nothing is to be differentiated, and nothing is
+    being traced: then an op's body can run without the dispatcher's Python round trip."""
+    if torch.compiler.is_compiling():
+        return True
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+            return True
+    return False
+
+
+def refuse_out_with_grad(out, *tensors) -> None:
+    """out= and autograd do not mix (torch raises too): say so at the call, not at a distant backward."""
+    if out is not None and torch.is_grad_enabled() and any(t is not None and getattr(t, "requires_grad", False)
+                                                           for t in tensors):
+        raise RuntimeError("out= does not support automatic differentiation, but an input requires grad; call "
+                           "without out=, or under torch.no_grad() (or detach the inputs)")
 
 
 def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,
@@ -287,18 +127,22 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 
     out_dtype=torch.float32 returns the logits straight from the fp32 accumulator, without bf16 rounding.
     out=: write into this preallocated tensor (shape x.shape[:-1] + (N,), bf16 or fp32) and return it.
-    pdl=False launches without programmatic dependent launch (default: on, or $CUTLASS_ROUTER_PDL).
+    pdl=True launches with programmatic dependent launch: W and the bias are read before the previous kernel ends
+    (default: off, or $CUTLASS_ROUTER_PDL; it pays only after a producer that triggers its dependents early).
     batch_invariant=True makes row i's bits independent of M and of the other rows (default: off, or
     $CUTLASS_ROUTER_BATCH_INVARIANT): one kernel serves every M, slower at large M.
     In eager mode on plain tensors the op's body is called directly: the dispatcher's Python round trip costs
     more than the kernel. Under torch.compile, autograd or tensor subclasses it goes through torch.ops.
     """
+    check_switch("pdl", pdl)
+    check_switch("batch_invariant", batch_invariant)
     if out is not None:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
         if out_dtype is not None and out_dtype != out.dtype:
             raise TypeError(f"out_dtype={out_dtype} but out is {out.dtype}; pass one or make them agree")
         out_dtype = out.dtype
+        refuse_out_with_grad(out, x, weight, bias)
     if isinstance(x, torch.Tensor) and x.ndim != 2:
         if x.ndim == 0:
             raise ValueError("x must have at least 1 dimension (the hidden size), got a 0-d tensor")
@@ -309,15 +153,162 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
         y = router_gemm(x.reshape(-1, x.shape[-1]), weight, bias, out_dtype=out_dtype, pdl=pdl, out=flat_out,
                         batch_invariant=batch_invariant)
         return out if out is not None else y.reshape(*lead, y.shape[-1])
-    if _eager_ok(x, weight, bias) and (out is None or type(out) is torch.Tensor):
-        if x.is_cuda:
-            inv = invariant_default() if batch_invariant is None else batch_invariant
-            y = _try_fast(x, weight, bias, out_dtype, pdl, out, inv)
-            if y is not None:
-                return y
-        return _impl(x, weight, bias, out_dtype, pdl, out, batch_invariant)
+    if not needs_dispatcher(x, weight, bias, out):
+        return _gemm(x, weight, bias, out_dtype, out, pdl, batch_invariant)
     validate.check_args(x, weight, bias, out_dtype, out)  # the dispatcher's own type errors name no fix
     if out is not None:
         torch.ops.cutlass_router.router_gemm_out(x, weight, bias, out, pdl, batch_invariant)
         return out
     return torch.ops.cutlass_router.router_gemm(x, weight, bias, out_dtype, pdl, batch_invariant)
+
+
+# ---- route: the router GEMM and the expert choice in one op --------------------------------------------------
+
+class RouteResult(NamedTuple):
+    weights: torch.Tensor            # [..., top_k], fp32 (or bf16), in selection order
+    ids: torch.Tensor                # [..., top_k], int32 (or int64), always in [0, N), distinct per row
+    logits: Optional[torch.Tensor]   # [..., N] when asked for (return_logits / logits_dtype), else None
+
+
+def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
+    """The route ops' body: plan (cached), then the kernels or the torch path."""
+    pdl = switch("pdl", pdl, env.PDL)
+    p = plan.route(x, weight, bias, correction_bias, a, switch("batch_invariant", batch_invariant,
+                                                                env.BATCH_INVARIANT))
+    return plan.run_route(p, x, weight, bias, correction_bias, out, pdl)
+
+
+def _args(top_k, scoring, renormalize, n_group, topk_group, routed_scaling_factor, logit_precision, logits_dtype,
+          weights_dtype, ids_dtype):
+    return plan.RouteArgs(top_k, scoring, renormalize, n_group, topk_group, routed_scaling_factor, logit_precision,
+                          logits_dtype, weights_dtype, ids_dtype)
+
+
+_NO_LOGITS = (0,)  # what the op returns in the logits slot when none were asked for (ops return tensors)
+
+
+@torch.library.custom_op("cutlass_router::route", mutates_args=())
+def route_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], top_k: int, scoring: str,
+             renormalize: bool, n_group: int, topk_group: int, correction_bias: Optional[torch.Tensor],
+             routed_scaling_factor: float, logit_precision: str, logits_dtype: Optional[torch.dtype],
+             weights_dtype: torch.dtype, ids_dtype: torch.dtype, pdl: Optional[bool] = None,
+             batch_invariant: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weights [M, top_k], ids [M, top_k], logits [M, N] or an empty tensor when logits_dtype is None)."""
+    a = _args(top_k, scoring, renormalize, n_group, topk_group, routed_scaling_factor, logit_precision, logits_dtype,
+              weights_dtype, ids_dtype)
+    w, i, lg = _route(x, weight, bias, correction_bias, a, None, pdl, batch_invariant)
+    return w, i, x.new_empty(_NO_LOGITS, dtype=torch.float32) if lg is None else lg
+
+
+@route_op.register_fake
+def _(x, weight, bias, top_k, scoring, renormalize, n_group, topk_group, correction_bias, routed_scaling_factor,
+      logit_precision, logits_dtype, weights_dtype, ids_dtype, pdl=None, batch_invariant=None):
+    validate.check_route(x, weight, bias, top_k, scoring, renormalize, n_group, topk_group, correction_bias,
+                         routed_scaling_factor, logit_precision, logits_dtype, weights_dtype, ids_dtype)
+    M, N = x.shape[0], weight.shape[0]
+    return (x.new_empty((M, top_k), dtype=weights_dtype), x.new_empty((M, top_k), dtype=ids_dtype),
+            x.new_empty(_NO_LOGITS, dtype=torch.float32) if logits_dtype is None else
+            x.new_empty((M, N), dtype=logits_dtype))
+
+
+@torch.library.custom_op("cutlass_router::route_out", mutates_args=("weights", "ids", "logits"))
+def route_out_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], top_k: int, scoring: str,
+                 renormalize: bool, n_group: int, topk_group: int, correction_bias: Optional[torch.Tensor],
+                 routed_scaling_factor: float, logit_precision: str, weights: torch.Tensor, ids: torch.Tensor,
+                 logits: Optional[torch.Tensor], pdl: Optional[bool] = None,
+                 batch_invariant: Optional[bool] = None) -> None:
+    """route() into preallocated weights [M, top_k], ids [M, top_k] and optionally logits [M, N]."""
+    a = _args(top_k, scoring, renormalize, n_group, topk_group, routed_scaling_factor, logit_precision,
+              None if logits is None else logits.dtype, weights.dtype, ids.dtype)
+    validate.check_route_out(x, weight, top_k, weights, ids, logits)
+    _route(x, weight, bias, correction_bias, a, (weights, ids, logits), pdl, batch_invariant)
+
+
+@route_out_op.register_fake
+def _(x, weight, bias, top_k, scoring, renormalize, n_group, topk_group, correction_bias, routed_scaling_factor,
+      logit_precision, weights, ids, logits, pdl=None, batch_invariant=None):
+    validate.check_route(x, weight, bias, top_k, scoring, renormalize, n_group, topk_group, correction_bias,
+                         routed_scaling_factor, logit_precision, None if logits is None else logits.dtype,
+                         weights.dtype, ids.dtype)
+    validate.check_route_out(x, weight, top_k, weights, ids, logits)
+
+
+def route(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None, top_k: int = 4, *,
+          scoring: str = "topk_softmax", renormalize: bool = False, n_group: int = 1, topk_group: int = 1,
+          correction_bias: Optional[torch.Tensor] = None, routed_scaling_factor: float = 1.0,
+          logit_precision: str = "bf16", return_logits: bool = False, logits_dtype: Optional[torch.dtype] = None,
+          weights_dtype: torch.dtype = torch.float32, ids_dtype: torch.dtype = torch.int32,
+          pdl: Optional[bool] = None, batch_invariant: Optional[bool] = None,
+          out: Optional[tuple] = None) -> RouteResult:
+    """The MoE router in one op: logits = x @ weight.T + bias (fp32 accumulation), then the expert choice.
+
+    scoring:
+      "topk_softmax" (gpt-oss): the top_k logits, weights = softmax over those k.
+      "softmax_topk" (Mixtral, Qwen2/3-MoE): softmax over all N, the top_k; renormalize=True divides the k
+        weights by their sum (Qwen's norm_topk_prob; Mixtral always renormalizes).
+      "sigmoid" (DeepSeek-V3, Kimi-K2): scores = sigmoid(logits); correction_bias (fp32 [N]) is added for the
+        choice only; with n_group > 1 only the topk_group groups with the largest sum of their top-2 take part;
+        weights = the uncorrected scores of the chosen, renormalized (+1e-20) if asked, times
+        routed_scaling_factor. No GEMM bias in those models: pass bias=None.
+    logit_precision "bf16" chooses on logits rounded to bf16, as a model whose F.linear runs in bf16 does (the ids
+      then equal that reference's); "fp32" chooses on the fp32 accumulator.
+    Choice rule: larger first; ties go to the lower expert id; NaN counts as larger than +inf (as in torch.topk),
+      so a NaN logit is chosen and its weights are NaN; ids are always in [0, N) and distinct within a row.
+    Returns RouteResult(weights [..., top_k] weights_dtype, ids [..., top_k] ids_dtype, logits [..., N] or None);
+      logits are returned when return_logits or logits_dtype is given (bf16 by default; fp32 = unrounded).
+    out=(weights, ids[, logits]) writes into preallocated tensors (rows contiguous) instead; with it route
+      allocates nothing at decode sizes (the fused kernel), and above them only the logits the GEMM writes for the
+      choice, unless a logits buffer of that dtype (fp32 for logit_precision="fp32", else bf16) is passed.
+    pdl and batch_invariant as for router_gemm; batch_invariant=True routes every M through the batch-invariant
+      GEMM and the select kernel.
+    """
+    check_switch("pdl", pdl)
+    check_switch("batch_invariant", batch_invariant)
+    if return_logits and logits_dtype is None:
+        logits_dtype = torch.bfloat16
+    if not isinstance(x, torch.Tensor) or x.ndim == 0:
+        raise TypeError("x must be a torch.Tensor of shape [..., hidden]") if not isinstance(x, torch.Tensor) else \
+            ValueError("x must have at least 1 dimension (the hidden size), got a 0-d tensor")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    if out is not None:
+        if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+            raise TypeError("out must be a tuple (weights, ids) or (weights, ids, logits)")
+        weights, ids, logits = (*out, None)[:3]
+        flat = []
+        for name, t, last in (("weights", weights, top_k), ("ids", ids, top_k), ("logits", logits, None)):
+            if t is None:
+                flat.append(None)
+                continue
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"out's {name} must be a torch.Tensor, got {type(t).__name__}")
+            if tuple(t.shape[:-1]) != tuple(lead):
+                raise ValueError(f"out's {name} must have shape {tuple(lead)} + ({name[0] == 'l' and 'experts' or 'top_k'},), "
+                                 f"got {tuple(t.shape)}")
+            flat.append(t.view(-1, t.shape[-1]))
+        refuse_out_with_grad(weights, x, weight, bias)
+        if needs_dispatcher(x2, weight, bias, correction_bias, *[t for t in flat if t is not None]):
+            torch.ops.cutlass_router.route_out(x2, weight, bias, top_k, scoring, renormalize, n_group, topk_group,
+                                               correction_bias, routed_scaling_factor, logit_precision, *flat,
+                                               pdl, batch_invariant)
+        else:
+            a = _args(top_k, scoring, renormalize, n_group, topk_group, routed_scaling_factor, logit_precision,
+                      None if flat[2] is None else flat[2].dtype, flat[0].dtype, flat[1].dtype)
+            validate.check_route_out(x2, weight, top_k, *flat)
+            _route(x2, weight, bias, correction_bias, a, tuple(flat), pdl, batch_invariant)
+        return RouteResult(weights, ids, logits)
+    a = _args(top_k, scoring, renormalize, n_group, topk_group, routed_scaling_factor, logit_precision, logits_dtype,
+              weights_dtype, ids_dtype)
+    if needs_dispatcher(x2, weight, bias, correction_bias):
+        validate.check_route(x2, weight, bias, top_k, scoring, renormalize, n_group, topk_group, correction_bias,
+                             routed_scaling_factor, logit_precision, logits_dtype, weights_dtype, ids_dtype)
+        w, i, lg = torch.ops.cutlass_router.route(x2, weight, bias, top_k, scoring, renormalize, n_group, topk_group,
+                                                  correction_bias, routed_scaling_factor, logit_precision,
+                                                  logits_dtype, weights_dtype, ids_dtype, pdl, batch_invariant)
+        lg = None if logits_dtype is None else lg
+    else:
+        w, i, lg = _route(x2, weight, bias, correction_bias, a, None, pdl, batch_invariant)
+    if len(lead) != 1:
+        w, i = w.view(*lead, top_k), i.view(*lead, top_k)
+        lg = None if lg is None else lg.view(*lead, lg.shape[-1])
+    return RouteResult(w, i, lg)

@@ -1,48 +1,79 @@
-"""Measure every candidate kernel per M on this GPU and write the dispatch table (tuned/<arch>.json).
+"""Measure every candidate per M on this GPU and write the dispatch tables (tuned/<arch>.json).
 
-Each candidate is checked against an fp64 reference before it is timed; timing is CUDA-graph replay, median,
-like the benchmarks. A rung's kernel serves every M from the previous measured M (exclusive) to its own.
+By default each candidate is timed where it runs in a model, inside the decode-layer loop (yardstick.DecodeLoop:
+out-projection GEMM and residual, RMSNorm, then the router, in distinct layers so that the router weights are
+cold), launched as dispatch launches it (PDL per the package default). `method="isolated"` times back-to-back
+CUDA-graph replays of the kernel alone instead: W stays in L2 and PDL overlaps each call with the previous call
+of the same kernel, which a decode step never does; it is kept for comparison with earlier tables.
+Every candidate is checked against a reference before it is timed. A rung's choice serves every M from the
+previous measured M (exclusive) to its own.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
 
 import torch
 
-from . import dispatch, manifest, ops
+from . import dispatch, env, manifest, ops, plan
+from .target import ARCH
 
+GEMM_FAMILIES = ("splitk_mma", "cutlass_sm90")
 M_LADDER = tuple(2 ** i for i in range(14))  # 1 .. 8192
+METHODS = ("decode", "isolated")
 
 
 def candidates() -> list[str]:
-    return [s for s, e in manifest.entries().items() if e.out_dtype == "bf16"]
+    """Every GEMM kernel of the manifest with bf16 output (their fp32 twins follow the same choice)."""
+    return [s for s, e in manifest.entries().items() if e.out_dtype == "bf16" and e.family in GEMM_FAMILIES]
+
+
+def route_candidates(N: int) -> list[str]:
+    """The fused route kernels whose cluster covers N experts, and the GEMM + select path."""
+    fused = [s for s, e in manifest.entries().items()
+             if e.family == "route" and not e.config["select_only"] and N <= e.launch["max_experts"]]
+    return fused + [dispatch.GEMM_THEN_SELECT]
 
 
 def twin_f32(symbol: str) -> str:
     return symbol.replace("_bf16_", "_f32_", 1)
 
 
-def _bench(fn, rep_ms: int) -> float:
+def _isolated(fns: dict, rep_ms: int) -> dict:
     import triton.testing
 
-    return triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median") * 1000.0
+    return {k: triton.testing.do_bench_cudagraph(fn, rep=rep_ms, return_mode="median") * 1000.0
+            for k, fn in fns.items()}
 
 
-def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, log=print) -> dict[int, dict[str, float]]:
-    """{M: {symbol: microseconds}} for every candidate that computes the right answer."""
-    dev = torch.device("cuda")
-    g = torch.Generator(device=dev).manual_seed(0)
-    w = torch.randn(N, K, device=dev, dtype=torch.bfloat16, generator=g) * K ** -0.5
-    b = torch.randn(N, device=dev, dtype=torch.bfloat16, generator=g)
+def _time(N, K, M, fns: dict, method: str, rep_ms: int, with_bias: bool) -> dict:
+    """{key: us} for routing functions fn(x, w, b), by the chosen method."""
+    if method == "isolated":
+        g = torch.Generator(device="cuda").manual_seed(M)
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16, generator=g)
+        w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
+        b = torch.randn(N, device="cuda", dtype=torch.bfloat16, generator=g) if with_bias else None
+        return _isolated({k: (lambda f=f: f(x, w, b)) for k, f in fns.items()}, rep_ms)
+    from .yardstick import DecodeLoop
+
+    loop = DecodeLoop(N, K, M, with_bias=with_bias)
+    return loop.measure({k: (lambda i, x, w, b, f=f: f(x, w, b)) for k, f in fns.items()}, rep_ms=2 * rep_ms)
+
+
+def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, method: str = "decode", log=print) -> dict:
+    """{M: {symbol: microseconds}} for every GEMM candidate that computes the right answer."""
     table: dict[int, dict[str, float]] = {}
     for M in ms:
-        x = torch.randn(M, K, device=dev, dtype=torch.bfloat16, generator=g)
+        fns = {}
+        g = torch.Generator(device="cuda").manual_seed(0)
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16, generator=g)
+        w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
+        b = torch.randn(N, device="cuda", dtype=torch.bfloat16, generator=g)
         ref = x.double() @ w.double().T + b.double()
-        row = {}
         for sym in candidates():
-            out = torch.full((M, N), float("nan"), device=dev, dtype=torch.bfloat16)
+            out = torch.full((M, N), float("nan"), device="cuda", dtype=torch.bfloat16)
             try:
                 ops.run_kernel(sym, x, w, b, torch.bfloat16, out=out)
             except Exception as e:  # a kernel that cannot take this shape is simply not a candidate
@@ -51,49 +82,103 @@ def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, log=print) -> dict[in
             err = ((out.double() - ref).norm() / ref.norm()).item()
             if not err < 1e-2:
                 raise RuntimeError(f"{sym} is wrong at M={M} N={N} K={K}: relative error {err}")
-            row[sym] = _bench(lambda: ops.run_kernel(sym, x, w, b, torch.bfloat16, out=out), rep_ms)
-        table[M] = row
-        best = min(row, key=row.get)
-        log(f"N={N} K={K} M={M:5d}: best {best} {row[best]:.2f} us")
+            fns[sym] = lambda x_, w_, b_, sym=sym: ops.run_kernel(sym, x_, w_, b_, torch.bfloat16)
+        table[M] = _time(N, K, M, fns, method, rep_ms, True)
+        best = min(table[M], key=table[M].get)
+        log(f"GEMM N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({method})")
     return table
 
 
-TIE = 0.03  # a kernel within 3% of the best at this M is as good: keep the previous rung's kernel then
+def measure_route(model, ms=M_LADDER, rep_ms: int = 20, method: str = "decode", log=print) -> dict:
+    """{M: {choice: microseconds}} for every route candidate, with the model's expert choice."""
+    from .routing_ref import select
+
+    N, K = model.shape
+    kw = dict(model.route)
+    a = plan.RouteArgs(model.top_k, kw.get("scoring", "topk_softmax"), kw.get("renormalize", False),
+                       kw.get("n_group", 1), kw.get("topk_group", 1), float(kw.get("routed_scaling_factor", 1.0)),
+                       kw.get("logit_precision", "bf16"), None, torch.float32, torch.int32)
+    cb = torch.randn(N, device="cuda") * 0.1 if a.scoring == "sigmoid" else None
+    pdl = env.flag(env.PDL)
+    table = {}
+    for M in ms:
+        g = torch.Generator(device="cuda").manual_seed(M)
+        x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16, generator=g)
+        w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
+        b = torch.randn(N, device="cuda", dtype=torch.bfloat16, generator=g) if model.bias else None
+        fns = {}
+        for choice in route_candidates(N):
+            p = plan.route(x, w, b, cb, a, False, choice)
+            if p.kernel is None:
+                log(f"  skip {choice} at M={M}: {p.reason}")
+                continue
+            logits = torch.empty(M, N, device="cuda")
+            check = dataclasses.replace(a, logits_dtype=torch.float32)  # and the logits, to check the choice on
+            wts, ids, lg = plan.run_route(plan.route(x, w, b, cb, check, False, choice), x, w, b, cb,
+                                          (torch.empty(M, a.top_k, device="cuda"),
+                                           torch.empty(M, a.top_k, device="cuda", dtype=torch.int32), logits), pdl)
+            sw, si = select(lg, a.top_k, scoring=a.scoring, renormalize=a.renormalize, n_group=a.n_group,
+                            topk_group=a.topk_group, correction_bias=cb,
+                            routed_scaling_factor=a.routed_scaling_factor, logit_precision=a.logit_precision)
+            if not torch.equal(ids.long(), si):
+                raise RuntimeError(f"route {choice} chooses wrong at M={M} N={N} K={K}")
+            fns[choice] = lambda x_, w_, b_, p=p: plan.run_route(p, x_, w_, b_, cb, None, pdl)
+        table[M] = _time(N, K, M, fns, method, rep_ms, model.bias)
+        best = min(table[M], key=table[M].get)
+        log(f"route N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({method})")
+    return table
+
+
+TIE = 0.03  # a choice within 3% of the best at this M is as good: keep the previous rung's then
+
+
+def _rungs(table: dict[int, dict[str, float]]) -> list[tuple[int, str]]:
+    """Best choice per measured M, adjacent equal choices merged; the last rung serves every larger M.
+
+    Differences under TIE are run-to-run noise, so the previous rung's choice is kept when it is that close:
+    fewer switches as M grows, and a table that does not flip between tuning runs.
+    """
+    out: list[list] = []
+    for M in sorted(table):
+        best = min(table[M], key=table[M].get)
+        if out and table[M].get(out[-1][1], float("inf")) <= table[M][best] * (1 + TIE):
+            best = out[-1][1]
+        if out and out[-1][1] == best:
+            out[-1][0] = M
+        else:
+            out.append([M, best])
+    out[-1][0] = 1 << 62
+    return [(m, s) for m, s in out]
 
 
 def rungs(table: dict[int, dict[str, float]]) -> list[dict]:
-    """Best kernel per measured M, adjacent equal choices merged; the last rung serves every larger M.
-
-    Differences under TIE are run-to-run noise, so the previous rung's kernel is kept when it is that close:
-    fewer switches between kernels as M grows, and a table that does not flip between tuning runs.
-    """
-    out: list[dict] = []
-    for M in sorted(table):
-        best = min(table[M], key=table[M].get)
-        if out and table[M].get(out[-1]["bf16"], float("inf")) <= table[M][best] * (1 + TIE):
-            best = out[-1]["bf16"]
-        if out and out[-1]["bf16"] == best:
-            out[-1]["max_m"] = M
-        else:
-            out.append({"max_m": M, "bf16": best, "f32": twin_f32(best)})
-    out[-1]["max_m"] = 1 << 62
-    return out
+    return [{"max_m": m, "bf16": s, "f32": twin_f32(s)} for m, s in _rungs(table)]
 
 
-def write_table(path: Path, N: int, K: int, table: dict, command: str) -> None:
-    data = json.loads(path.read_text()) if path.exists() else {"arch": "sm_90a", "shapes": []}
-    data["shapes"] = [s for s in data["shapes"] if (s["N"], s["K"]) != (N, K)]
-    data["shapes"].append({
-        "N": N, "K": K, "card": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
-        "command": command, "rungs": rungs(table),
-        "us": {str(M): {s: round(t, 3) for s, t in sorted(row.items())} for M, row in sorted(table.items())},
-    })
-    data["shapes"].sort(key=lambda s: (s["N"], s["K"]))
+def route_rungs(table: dict[int, dict[str, float]]) -> list[dict]:
+    return [{"max_m": m, "kernel": s} for m, s in _rungs(table)]
+
+
+def _record(N, K, rungs_, table, command, method) -> dict:
+    return {"N": N, "K": K, "card": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
+            "command": command, "method": method, "pdl": env.flag(env.PDL), "rungs": rungs_,
+            "us": {str(M): {s: round(t, 3) for s, t in sorted(row.items())} for M, row in sorted(table.items())}}
+
+
+def write_table(path: Path, N: int, K: int, table: dict, command: str, method: str = "decode",
+                section: str = "shapes") -> None:
+    """Write one shape's rungs into section "shapes" (the GEMM) or "route" of the dispatch table file."""
+    data = json.loads(path.read_text()) if path.exists() else {"arch": ARCH, "shapes": []}
+    make = rungs if section == "shapes" else route_rungs
+    data[section] = [s for s in data.get(section, []) if (s["N"], s["K"]) != (N, K)]
+    data[section].append(_record(N, K, make(table), table, command, method))
+    data[section].sort(key=lambda s: (s["N"], s["K"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     dispatch.tuned_table.cache_clear()
+    dispatch.tuned_route_table.cache_clear()
+    plan.clear()
 
 
 def default_path() -> Path:
-    return Path(__file__).resolve().parent / "tuned" / "sm_90a.json"
-
+    return Path(__file__).resolve().parent / "tuned" / f"{ARCH}.json"

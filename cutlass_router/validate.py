@@ -77,3 +77,89 @@ def kernel_blocker(x: torch.Tensor, weight: torch.Tensor, bias, out=None) -> str
     if bias is not None and bias.shape[0] > 1 and bias.stride(0) != 1:
         return "bias is not contiguous"
     return None
+
+
+SCORINGS = ("topk_softmax", "softmax_topk", "sigmoid")
+PRECISIONS = ("bf16", "fp32")
+
+
+def _int(name, value, low, high, why):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}] ({why}), got {value}")
+
+
+def check_route(x, weight, bias, top_k, scoring, renormalize, n_group, topk_group, correction_bias,
+                routed_scaling_factor, logit_precision, logits_dtype, weights_dtype, ids_dtype) -> None:
+    """Raise TypeError/ValueError on bad arguments to route(): each error names the argument and the fix."""
+    if logits_dtype is not None and logits_dtype not in SUPPORTED_OUT:
+        raise TypeError(f"logits_dtype must be torch.bfloat16, torch.float32 or None, got {logits_dtype}")
+    check_args(x, weight, bias, logits_dtype)
+    N = weight.shape[0]
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {', '.join(map(repr, SCORINGS))}, got {scoring!r}: "
+                         "'topk_softmax' for gpt-oss, 'softmax_topk' for Mixtral/Qwen-MoE, 'sigmoid' for DeepSeek-V3")
+    _int("top_k", top_k, 1, max(N, 1), f"at least 1 and at most the {N} experts")
+    if renormalize is not True and renormalize is not False:
+        raise TypeError(f"renormalize must be True or False, got {renormalize!r}")
+    if logit_precision not in PRECISIONS:
+        raise ValueError(f"logit_precision must be 'bf16' or 'fp32', got {logit_precision!r}")
+    if weights_dtype not in (torch.float32, torch.bfloat16):
+        raise TypeError(f"weights_dtype must be torch.float32 or torch.bfloat16, got {weights_dtype}")
+    if ids_dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"ids_dtype must be torch.int32 or torch.int64, got {ids_dtype}")
+    _int("n_group", n_group, 1, max(N, 1), "groups of experts")
+    _int("topk_group", topk_group, 1, n_group, "groups kept, at most n_group")
+    if scoring != "sigmoid":
+        if (n_group, topk_group) != (1, 1) or correction_bias is not None or routed_scaling_factor != 1.0:
+            raise ValueError("n_group, topk_group, correction_bias and routed_scaling_factor belong to "
+                             "scoring='sigmoid' (DeepSeek-V3); leave them at their defaults for "
+                             f"scoring={scoring!r}")
+        if scoring == "topk_softmax" and renormalize:
+            raise ValueError("renormalize does not apply to scoring='topk_softmax': its softmax over the k "
+                             "chosen already sums to 1")
+        return
+    if N % n_group:
+        raise ValueError(f"n_group = {n_group} must divide the {N} experts")
+    if top_k > topk_group * (N // n_group):
+        raise ValueError(f"top_k = {top_k} is more than the {topk_group * (N // n_group)} experts of the "
+                         f"{topk_group} groups kept")
+    if isinstance(routed_scaling_factor, bool) or not isinstance(routed_scaling_factor, (int, float)) \
+            or routed_scaling_factor != routed_scaling_factor or abs(routed_scaling_factor) == float("inf"):
+        raise TypeError(f"routed_scaling_factor must be a finite number, got {routed_scaling_factor!r}")
+    if correction_bias is not None:
+        if not isinstance(correction_bias, torch.Tensor):
+            raise TypeError(f"correction_bias must be a torch.Tensor or None, got {type(correction_bias).__name__}")
+        if correction_bias.dtype != torch.float32:
+            raise TypeError(f"correction_bias must be torch.float32 (as DeepSeek-V3's e_score_correction_bias), "
+                            f"got {correction_bias.dtype}; convert it with correction_bias.float()")
+        if correction_bias.dim() != 1 or correction_bias.shape[0] != N:
+            raise ValueError(f"correction_bias must be 1-D of length {N} (one per expert), got shape "
+                             f"{tuple(correction_bias.shape)}")
+        if correction_bias.device != x.device:
+            raise ValueError(f"correction_bias is on {correction_bias.device} but x is on {x.device}; move both "
+                             "to one device")
+
+
+def check_route_out(x, weight, top_k, weights, ids, logits) -> None:
+    """route's out= buffers: the shapes, dtypes and device route would allocate, rows contiguous."""
+    M, N = x.shape[0], weight.shape[0]
+    for name, t, cols, dtypes in (("weights", weights, top_k, (torch.float32, torch.bfloat16)),
+                                  ("ids", ids, top_k, (torch.int32, torch.int64)),
+                                  ("logits", logits, N, SUPPORTED_OUT)):
+        if t is None:
+            if name == "logits":
+                continue
+            raise TypeError(f"out must hold a {name} tensor")
+        if t.dtype not in dtypes:
+            raise TypeError(f"out's {name} must be one of {', '.join(map(str, dtypes))}, got {t.dtype}")
+        if tuple(t.shape) != (M, cols):
+            raise ValueError(f"out's {name} must have shape {(M, cols)}, got {tuple(t.shape)}")
+        if t.device != x.device:
+            raise ValueError(f"out's {name} is on {t.device} but x is on {x.device}; allocate it on x's device")
+        if cols > 1 and t.stride(1) != 1:
+            raise ValueError(f"out's {name} must be contiguous along its last dimension, got strides {t.stride()}")
+    if weights.stride(0) != ids.stride(0):
+        raise ValueError(f"out's weights and ids must share a row stride (the kernels write both with one), got "
+                         f"{weights.stride(0)} and {ids.stride(0)}")

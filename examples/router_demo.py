@@ -1,4 +1,13 @@
-"""Shared body of the per-model examples: build the gate, run token counts, compare with fp64 and F.linear."""
+"""Shared body of the per-model examples: build the gate, run token counts, check against fp64, time on a GPU.
+
+What "checked" means, per token count M:
+  logits  router_gemm's logits against an fp64 x @ W.T + b: max |error| within bf16 output rounding (2^-8 of the
+          largest |logit|, plus the fp32 accumulation's share) -> PASS/FAIL;
+  route   cutlass_router.route's top-4 experts and weights against the same choice made on those very logits by
+          the reference (routing_ref.select): ids equal, weights within 1e-5 -> PASS/FAIL;
+  top-4   how often route's top-4 set equals the one chosen on exact fp64 logits. Not a pass/fail: rounding the
+          logits to bf16 (as the model does) can swap two experts whose logits differ by less than a bf16 step.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import cutlass_router
+from cutlass_router.routing_ref import select
 
 DEFAULT_TOKENS = (1, 3, 16, 64, 256, 1000, 4096)
 
@@ -18,6 +28,9 @@ def load_router(checkpoint: Path, layer: int) -> tuple[torch.Tensor, torch.Tenso
     from safetensors import safe_open
 
     prefix = f"model.layers.{layer}.mlp.router."
+    if not checkpoint.exists():
+        raise SystemExit(f"--checkpoint {checkpoint}: no such file or directory (give a .safetensors file or the "
+                         "directory holding the shards)")
     files = sorted(checkpoint.glob("*.safetensors")) if checkpoint.is_dir() else [checkpoint]
     found: dict[str, torch.Tensor] = {}
     for f in files:
@@ -49,7 +62,7 @@ def _time_us(fn) -> float:
 
 
 def run(model: str, experts: int, hidden: int, argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=f"cutlass_router example: the {model} router GEMM")
+    p = argparse.ArgumentParser(description=f"cutlass_router example: the {model} router (GEMM and expert choice), checked and timed")
     p.add_argument("--checkpoint", type=Path, help="local safetensors checkpoint (file or directory)")
     p.add_argument("--layer", type=int, default=0)
     p.add_argument("--tokens", default=",".join(map(str, DEFAULT_TOKENS)), help="comma-separated token counts")
@@ -74,29 +87,49 @@ def run(model: str, experts: int, hidden: int, argv=None) -> list[dict]:
     on_gpu = dev.type == "cuda"
     print(f"{model}: N={experts} experts, K={hidden} hidden, {source}, on "
           + (torch.cuda.get_device_name(dev) if on_gpu else "CPU (torch path; the emitted kernels need an sm90 GPU)"))
-    header = f"{'M':>6} {'max err':>9} {'top-4 agree':>11}"
+    k = min(4, experts)
+    header = f"{'M':>6} {'logits err':>10} {'logits':>6} {'route':>6} {f'top-{k} vs fp64':>14}"
     if on_gpu:
-        header += f" {'ours us':>8} {'F.linear us':>11} {'speedup':>7}"
+        header += f" {'gemm us':>8} {'F.linear us':>11} {'route us':>9}"
     print(header)
-    rows = []
+    rows, failed = [], 0
     with torch.no_grad():
         for M in map(int, args.tokens.split(",")):
             # seeded per M, so a run (and the test that checks its agreement) is reproducible
             x = torch.randn(M, hidden, generator=torch.Generator().manual_seed(M)).to(dev, torch.bfloat16)
             y = gate(x)
+            r = cutlass_router.route(x, gate.weight, gate.bias, k, logits_dtype=torch.float32)
+            if M == 0:
+                ok = y.shape == (0, experts) and r.ids.shape == (0, k)
+                failed += not ok
+                rows.append({"M": 0, "max_err": 0.0, "top4_agree": 1.0, "pass": ok})
+                print(f"{0:>6} {'-':>10} {'PASS' if ok else 'FAIL':>6} {'PASS' if ok else 'FAIL':>6} {'(empty)':>14}")
+                continue
             ref = x.double() @ gate.weight.double().T + (0 if b is None else gate.bias.double())
             err = (y.double() - ref).abs().max().item()
-            k = min(4, experts)
-            agree = (y.float().topk(k, dim=-1).indices.sort(-1).values
-                     == ref.topk(k, dim=-1).indices.sort(-1).values).all(-1).float().mean().item()
-            row = {"M": M, "max_err": err, "top4_agree": agree}
-            line = f"{M:>6} {err:9.2e} {agree:11.1%}"
+            tol = ref.abs().max().item() * 2 ** -8 + 1e-3
+            sel_w, sel_i = select(r.logits, k)
+            route_ok = torch.equal(r.ids.long().cpu(), sel_i.cpu()) and torch.allclose(r.weights, sel_w, rtol=1e-5,
+                                                                                     atol=1e-6)
+            agree = (r.ids.long().sort(-1).values.cpu() == ref.topk(k, dim=-1).indices.sort(-1).values.cpu()
+                     ).all(-1).float().mean().item()
+            ok = err <= tol and route_ok
+            failed += not ok
+            row = {"M": M, "max_err": err, "top4_agree": agree, "pass": ok}
+            line = (f"{M:>6} {err:10.2e} {'PASS' if err <= tol else 'FAIL':>6} {'PASS' if route_ok else 'FAIL':>6} "
+                    f"{agree:14.1%}")
             if on_gpu:
                 row["us"] = _time_us(lambda: gate(x))
                 row["f_linear_us"] = _time_us(lambda: F.linear(x, gate.weight, gate.bias))
-                line += f" {row['us']:8.2f} {row['f_linear_us']:11.2f} {row['f_linear_us'] / row['us']:6.2f}x"
+                row["route_us"] = _time_us(lambda: cutlass_router.route(x, gate.weight, gate.bias, k))
+                line += f" {row['us']:8.2f} {row['f_linear_us']:11.2f} {row['route_us']:9.2f}"
             rows.append(row)
             print(line, flush=True)
+    print(f"top-{k} vs fp64: agreement with a choice on exact logits; below 100% only where bf16 rounding of the "
+          "logits ties or swaps two experts (see this file's docstring)")
+    print("all checks passed" if not failed else f"{failed} token counts FAILED")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if failed:
+        raise SystemExit(1)
     return rows

@@ -1,30 +1,34 @@
 #!/usr/bin/env bash
-# One device session: build every kernel, GPU tests, tune both models, eager cost, benchmarks, examples,
-# sanitizers, the installed wheel without a compiler (steps: build test tune eager bench examples profile sanitize
-# installed). Logs to $OUT/run.log.
-# Usage on the lent GPU (carry .whl; every kernel ships, so .cubins only saves compiles when sources changed):
-# bash scripts/device_run.sh [steps...]
+# One device session on the lent GPU (carry .whl, .cubins and .anchor): steps in order, everything logged to
+# $OUT/run.log; result files (tables, JSON, plots, the tuned table) come back in $OUT/results.tgz.
+#   bash scripts/device_run.sh [steps...]     steps: test harness tune bench iso eager examples e2e sanitize installed
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
+RES=/tmp/results
+mkdir -p "$OUT" "$RES"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 export CUTLASS_ROUTER_CACHE_DIR=${CUTLASS_ROUTER_CACHE_DIR:-$PWD/.cubins}
-steps=${*:-build test tune eager bench}
-# $OUT returns at most 8 files: one log, the tuned table, and json/md/png per benchmarked model.
+steps=${*:-test tune bench}
 exec > >(tee -a "$OUT/run.log") 2>&1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 for step in $steps; do
   echo "=== $step ($(date -u +%H:%M:%S))"
   case $step in
-    build) python3 -m cutlass_router build -j 16 2>&1 | tail -3 ;;
-    test) python3 -m pytest -q -m gpu tests/ 2>&1 | tail -6 ;;
+    test) timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider -x tests/ 2>&1 | tail -30 ;;
+    harness) (cd notes/route-kernel && nvcc -std=c++17 -O3 -DNDEBUG --expt-relaxed-constexpr \
+                -I "$(python3 -c 'import cutlass_library;print(cutlass_library.source_path)')/include" \
+                -I ../../cutlass_router/templates -gencode=arch=compute_90a,code=sm_90a -o /tmp/harness harness.cu \
+                && /tmp/harness 2>&1 | tail -15) ;;
+    tune) timeout ${TUNE_S:-400} python3 -m cutlass_router tune --model ${TUNE_MODELS:-gpt-oss-20b gpt-oss-120b deepseek-v3} \
+            2>&1 | grep -v "  skip"; cp cutlass_router/tuned/sm_90a.json "$RES/" ;;
+    bench) python3 benchmarks/bench_decode_layer.py --out "$RES" 2>&1 | tail -80 ;;
+    iso) for m in openai/gpt-oss-120b openai/gpt-oss-20b; do
+           python3 benchmarks/bench_router_gemm.py --model $m --out "$RES" 2>&1 | tail -18; done ;;
+    eager) python3 scripts/eager_cost.py --json "$RES/eager-cost.json" 2>&1 ;;
     examples) for m in 120b 20b; do python3 examples/gpt_oss_$m.py 2>&1; done ;;
-    tune) for m in gpt-oss-120b gpt-oss-20b; do python3 -m cutlass_router tune --model $m 2>&1 | grep -v skip; done
-          cp cutlass_router/tuned/sm_90a.json "$OUT/" ;;
-    eager) python3 scripts/eager_cost.py 2>&1 ;;
-    bench) for m in openai/gpt-oss-120b openai/gpt-oss-20b; do
-             python3 benchmarks/bench_router_gemm.py --model $m --out "$OUT" 2>&1 | tail -18; done ;;
-    profile) python3 scripts/profile_splitk.py 2>&1 | tail -14 ;;
+    e2e) python3 benchmarks/bench_e2e_hf.py --out "$RES" 2>&1 | tail -40 ;;
     sanitize) bash scripts/sanitize.sh ;;
     installed)  # the wheel installed apart from the checkout, compiling off, an empty cache: a toolkit-less machine
       rm -rf /tmp/crt-wheel /tmp/crt-site
@@ -33,6 +37,8 @@ for step in $steps; do
       repo=$PWD
       (cd /tmp && PYTHONPATH=/tmp/crt-site:/tmp/site CUTLASS_ROUTER_NVCC=none CUTLASS_ROUTER_CACHE_DIR=$(mktemp -d) \
         bash -c "python3 -c 'import cutlass_router; print(cutlass_router.__file__)'; python3 -m cutlass_router info;
-                 python3 -m pytest -q -m gpu -p no:cacheprovider $repo/tests 2>&1 | tail -4; ls \$CUTLASS_ROUTER_CACHE_DIR | wc -l") ;;
+                 python3 -m pytest -q -m gpu -p no:cacheprovider $repo/tests -k 'not forced and not candidate' 2>&1 | tail -4;
+                 ls \$CUTLASS_ROUTER_CACHE_DIR | wc -l") ;;
   esac
 done
+tar czf "$OUT/results.tgz" -C "$RES" . && ls -la "$RES"

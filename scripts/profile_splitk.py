@@ -5,7 +5,7 @@ Scratch experiment (results are wrong by design); run on the GPU: python scripts
 import torch
 import triton.testing
 
-from cutlass_router import launch, manifest
+from cutlass_router import launch, manifest, plan
 from cutlass_router.families.splitk_mma import SplitKSpec
 
 LOOP = "for (int c0 = c_begin; c0 < c_end; c0 += kUnroll) {"
@@ -23,11 +23,11 @@ VARIANTS = {
 
 
 def loaded(spec, name, edits):
-    src = spec.emit()
+    src = manifest.expand(spec.emit())
     for old, new in edits:
         assert old in src, (name, old)
         src = src.replace(old, new)
-    entry = manifest.KernelEntry(spec.symbol, "splitk_mma", "", "", spec.out_dtype, spec.config(), spec.launch())
+    entry = manifest.KernelEntry(spec.symbol, "splitk_mma", "", "", "", spec.out_dtype, spec.config(), spec.launch())
     return launch.load_entry(entry, src)
 
 
@@ -45,8 +45,7 @@ def main():
             row = []
             for name, edits in VARIANTS.items():
                 k = loaded(spec, name, edits)
-                fn = lambda: launch.launch(k, 0, torch.cuda.current_stream().cuda_stream, True, 132, x.data_ptr(),
-                                           w.data_ptr(), b.data_ptr(), out.data_ptr(), M, N, K, K, K, N)
+                fn = lambda: plan.launch_gemm(k, x, w, b, out, True)
                 row.append(triton.testing.do_bench_cudagraph(fn, rep=30, return_mode="median") * 1000)
             print(f"{spec.symbol + f' M={M}':<34} " + " ".join(f"{t:12.2f}" for t in row), flush=True)
 

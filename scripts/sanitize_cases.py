@@ -1,13 +1,54 @@
-"""Every kernel dispatch can pick (tuned and default ladders, both output dtypes), once each at
-odd sizes, checked against fp64: the workload for scripts/sanitize.sh under compute-sanitizer."""
+"""Every kernel dispatch can pick (tuned and default ladders: GEMM kernels in both output dtypes, route kernels),
+once each at odd sizes, checked against the reference: the workload for scripts/sanitize.sh."""
 import os
 import sys
 
 import torch
 
-from cutlass_router import dispatch, manifest, ops
+from cutlass_router import dispatch, manifest, ops, plan, route
+from cutlass_router.routing_ref import select
 
 SHAPES = [(1, 32, 2880), (13, 60, 1000), (127, 128, 2880), (1000, 128, 2888)]
+ROUTE_SHAPES = [(1, 32, 2880), (13, 60, 1000), (64, 128, 2880), (3, 256, 7168), (7, 384, 2048), (300, 128, 2880)]
+
+
+def gemm_case(sym, M, N, K) -> bool:
+    dtype = torch.bfloat16 if manifest.entry(sym).out_dtype == "bf16" else torch.float32
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
+    b = torch.randn(N, device="cuda", dtype=torch.bfloat16)
+    out = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
+    try:
+        ops.run_kernel(sym, x, w, b, dtype, out=out)
+    except ValueError:  # a TMA kernel and an N it cannot store: dispatch never sends it there
+        return True
+    ref = x.double() @ w.double().T + b.double()
+    return ((out.double() - ref).norm() / ref.norm()).item() < (1e-2 if dtype == torch.bfloat16 else 1e-5)
+
+
+def route_case(sym, M, N, K) -> bool:
+    """One route call forced onto `sym` (a fused kernel) or, for the select kernel, the GEMM + select path."""
+    if sym != dispatch.SELECT:
+        lc = manifest.entry(sym).launch
+        cluster = -(-N // lc["tile_experts"]) * lc["splits"]
+        if N > lc["max_experts"] or cluster > int(os.environ.get("SANITIZE_MAX_CLUSTER", 16)):
+            return True
+    choice = dispatch.GEMM_THEN_SELECT if sym == dispatch.SELECT else sym
+    dispatch.choose_route = lambda N_, K_, M_: choice
+    plan.clear()
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
+    cb = torch.randn(N, device="cuda") * 0.1
+    ok = True
+    for kw in (dict(scoring="topk_softmax"), dict(scoring="softmax_topk", renormalize=True),
+               dict(scoring="sigmoid", n_group=8 if N % 8 == 0 and (N // 8) % -(-N // 32) == 0 else 1,
+                    topk_group=4 if N % 8 == 0 and (N // 8) % -(-N // 32) == 0 else 1, correction_bias=cb,
+                    renormalize=True, routed_scaling_factor=2.5, logit_precision="fp32")):
+        r = route(x, w, None, min(8, N), logits_dtype=torch.float32, **kw)
+        cbias = kw.pop("correction_bias", None)
+        sw, si = select(r.logits, min(8, N), correction_bias=cbias, **kw)
+        ok &= torch.equal(r.ids.long(), si) and torch.allclose(r.weights, sw, rtol=1e-5, atol=1e-6)
+    return ok
 
 
 def main() -> int:
@@ -18,30 +59,18 @@ def main() -> int:
     skip = os.environ.get("SANITIZE_EXCLUDE")  # comma-separated symbols a tool cannot check (sanitize.sh says why)
     if skip:
         symbols -= set(skip.split(","))
-    shapes = SHAPES
-    if os.environ.get("SANITIZE_SHAPES"):  # "M,N,K;M,N,K": narrow a finding down
-        shapes = [tuple(int(v) for v in item.split(",")) for item in os.environ["SANITIZE_SHAPES"].split(";")]
-    bad = 0
+    bad = cases = 0
     for sym in sorted(symbols):
-        dtype = torch.bfloat16 if manifest.entry(sym).out_dtype == "bf16" else torch.float32
-        for M, N, K in shapes:
-            x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
-            w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
-            b = torch.randn(N, device="cuda", dtype=torch.bfloat16)
-            out = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
+        is_route = manifest.entry(sym).family == "route"
+        for M, N, K in ROUTE_SHAPES if is_route else SHAPES:
             if os.environ.get("SANITIZE_VERBOSE"):  # a tool that kills the process: the last line names the case
                 print(f"{sym} M={M} N={N} K={K}", flush=True)
-            try:
-                ops.run_kernel(sym, x, w, b, dtype, out=out)
-            except ValueError:  # a TMA kernel and an N it cannot store: dispatch never sends it there
-                continue
-            ref = x.double() @ w.double().T + b.double()
-            err = ((out.double() - ref).norm() / ref.norm()).item()
-            if not err < (1e-2 if dtype == torch.bfloat16 else 1e-5):
+            cases += 1
+            if not (route_case if is_route else gemm_case)(sym, M, N, K):
                 bad += 1
-                print(f"WRONG {sym} M={M} N={N} K={K}: {err}")
+                print(f"WRONG {sym} M={M} N={N} K={K}")
     torch.cuda.synchronize()
-    print(f"{len(symbols)} kernels x {len(shapes)} shapes, {bad} wrong")
+    print(f"{len(symbols)} kernels, {cases} cases, {bad} wrong")
     return 1 if bad else 0
 
 

@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if gpu_skip and "gpu" in item.keywords:
             item.add_marker(gpu_skip)
-        if nvcc_skip and "nvcc" in item.keywords:  # GPU tests run on the shipped kernels
+        if nvcc_skip and ("nvcc" in item.keywords or "build" in item.keywords):  # GPU tests use shipped kernels
             item.add_marker(nvcc_skip)
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cutlass_router import catalog, dispatch, emit, manifest
+from cutlass_router import catalog, dispatch, emit, families, manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,10 +45,14 @@ def test_manifest_entries():
         src = (ROOT / "emitted" / k["file"]).read_bytes()
         assert hashlib.sha256(src).hexdigest() == k["sha256"]
         assert f"{k['symbol']}(" in src.decode(), "the entry point must carry the manifest's symbol"
-        assert k["out_dtype"] in ("bf16", "f32")
-        assert k["launch"]["params"] in ("splitk", "host_lib")
-        if k["launch"]["params"] == "splitk":
+        assert k["family"] in families.FAMILIES
+        assert k["out_dtype"] in (("any",) if k["family"] == "route" else ("bf16", "f32"))
+        assert k["source_sha256"] == manifest.sha256(manifest.expand(src.decode()))
+        if k["family"] == "splitk_mma":
             assert k["launch"]["block_threads"] % 32 == 0 and 1 <= k["launch"]["cluster"] <= 16
+            assert f'#include "splitk_mma.cuh"' in src.decode(), "an instantiation includes its template"
+        if k["family"] == "route":
+            assert f'#include "route.cuh"' in src.decode(), "an instantiation includes its template"
 
 
 def test_every_dispatchable_kernel_is_emitted_in_both_dtypes():
@@ -86,3 +90,13 @@ def test_tuning_keeps_the_previous_kernel_within_noise():
 
     table = {1: {"a": 1.00, "b": 1.01}, 2: {"a": 1.02, "b": 1.00}, 4: {"a": 2.0, "b": 1.0}}
     assert [(r["max_m"], r["bf16"]) for r in tune.rungs(table)] == [(2, "a"), (1 << 62, "b")]
+
+
+def test_expand_inlines_project_templates_once_and_keeps_other_includes(tmp_path):
+    (tmp_path / "a.cuh").write_text('#pragma once\n#include "b.cuh"\nint a;\n')
+    (tmp_path / "b.cuh").write_text("#pragma once\nint b;\n")
+    text = '#include "a.cuh"\n#include "b.cuh"\n#include "cute/tensor.hpp"\n#include <cstdint>\nint main;\n'
+    out = manifest.expand(text, tmp_path)
+    assert out.count("int b;") == 1 and out.count("int a;") == 1 and out.index("int b;") < out.index("int a;")
+    assert '#include "cute/tensor.hpp"' in out and "#include <cstdint>" in out and "#pragma once" not in out
+    assert '#include "a.cuh"' not in out

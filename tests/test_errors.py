@@ -1,4 +1,6 @@
 """Bad input gets an error that names the argument, what it got and what it needs."""
+import re
+
 import pytest
 import torch
 
@@ -58,3 +60,47 @@ def test_module_rejects_wrong_hidden_size():
 def test_empty_batch():
     y = router_gemm(X[:0], W, B)
     assert y.shape == (0, 16) and y.dtype == BF16
+
+
+# The eager path (the op's body called directly) and the dispatcher path (torch.ops, as under torch.compile or
+# autograd) plan through the same function: they accept and reject the same inputs, with the same message.
+_BAD_AND_GOOD = [
+    (X, W, B, None), (X, W, None, torch.float32), (X[:0], W, B, None),
+    (X.float(), W, B, None), (X, W.half(), B, None), (X, W, B.float(), None), (X, W[:, :32], B, None),
+    (X, W, B[:8], None), (X, W[0], B, None), (X, W, B, torch.float16), (X, W.to("meta"), B, None),
+    (X, W, [1.0], None), (X.view(2, 2, 64), W, B, None),
+]
+
+
+@pytest.mark.parametrize("case", range(len(_BAD_AND_GOOD)))
+def test_eager_and_dispatcher_paths_accept_and_reject_the_same_inputs(case, monkeypatch):
+    from cutlass_router import ops
+
+    x, w, b, dt = _BAD_AND_GOOD[case]
+
+    def outcome():
+        try:
+            y = router_gemm(x, w, b, out_dtype=dt)
+            return "ok", (y.shape, y.dtype)
+        except (TypeError, ValueError, RuntimeError) as e:
+            return type(e).__name__, str(e)
+
+    eager = outcome()
+    monkeypatch.setattr(ops, "needs_dispatcher", lambda *tensors: True)  # as under torch.compile or autograd
+    dispatched = outcome()
+    assert dispatched == eager
+
+
+@pytest.mark.parametrize("name", ["pdl", "batch_invariant"])
+@pytest.mark.parametrize("value", ["no", 0, 1, "True", [True]])
+def test_switches_take_bool_or_none_only(name, value):
+    with pytest.raises(TypeError, match=re.escape(f"{name} must be True, False or None, got {value!r}")):
+        router_gemm(X, W, B, **{name: value})
+
+
+def test_out_with_inputs_that_require_grad_is_refused_at_the_call():
+    w = W.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="out= does not support automatic differentiation"):
+        router_gemm(X, w, B, out=torch.empty(4, 16, dtype=BF16))
+    with torch.no_grad():  # no graph being recorded: out= is fine
+        router_gemm(X, w, B, out=torch.empty(4, 16, dtype=BF16))

@@ -13,14 +13,14 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 @pytest.mark.parametrize("script,experts", [("gpt_oss_20b.py", 32), ("gpt_oss_120b.py", 128)])
 def test_example_runs(script, experts, tmp_path):
     out = tmp_path / "rows.json"
-    r = subprocess.run([sys.executable, str(EXAMPLES / script), "--tokens", "1,7,64", "--json", str(out)],
+    r = subprocess.run([sys.executable, str(EXAMPLES / script), "--tokens", "0,1,7,64", "--json", str(out)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert f"N={experts} experts, K=2880" in r.stdout
+    assert f"N={experts} experts, K=2880" in r.stdout and "all checks passed" in r.stdout
     rows = json.loads(out.read_text())
-    assert [row["M"] for row in rows] == [1, 7, 64]
+    assert [row["M"] for row in rows] == [0, 1, 7, 64]
     for row in rows:
-        assert row["max_err"] < 0.05 and row["top4_agree"] >= 0.9
+        assert row["pass"] and row["max_err"] < 0.05 and row["top4_agree"] >= 0.9
 
 
 def test_example_loads_router_from_safetensors(tmp_path):
@@ -49,3 +49,6 @@ def test_example_loads_router_from_safetensors(tmp_path):
     r = subprocess.run([sys.executable, str(EXAMPLES / "gpt_oss_20b.py"), "--checkpoint", str(ckpt), "--layer", "9"],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode != 0 and "no model.layers.9.mlp.router.weight" in r.stderr
+    r = subprocess.run([sys.executable, str(EXAMPLES / "gpt_oss_20b.py"), "--checkpoint", str(tmp_path / "missing")],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode != 0 and "no such file or directory" in r.stderr and "Traceback" not in r.stderr

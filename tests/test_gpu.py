@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import fp64_ref, rel_err
 
-from cutlass_router import RouterLinear, dispatch, manifest, ops, prebuilt, router_gemm
+from cutlass_router import RouterLinear, dispatch, manifest, ops, plan, prebuilt, router_gemm
 
 pytestmark = pytest.mark.gpu
 BF16, F32 = torch.bfloat16, torch.float32
@@ -225,9 +225,9 @@ def test_batch_invariant_rows_do_not_depend_on_the_batch(N, out_dtype):
 
 def test_non_hopper_gpu_falls_back_with_a_logged_reason(monkeypatch, caplog):
     """What an sm80/sm89 GPU gets: the torch path, the same numbers, one log line saying why."""
-    monkeypatch.setattr(ops, "_device_blocker", lambda index: "GPU 0 is sm_89; the emitted kernels are sm_90a")
-    ops._plan.cache_clear()
-    ops._log_once.cache_clear()
+    monkeypatch.setattr(plan, "device_blocker", lambda index: "GPU 0 is sm_89; the emitted kernels are sm_90a")
+    plan.clear()
+    plan.log_once.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="cutlass_router"):
             for M in (1, 300):
@@ -236,19 +236,19 @@ def test_non_hopper_gpu_falls_back_with_a_logged_reason(monkeypatch, caplog):
                 check(router_gemm(x, w, b, out_dtype=F32), x, w, b, F32)
         assert caplog.text.count("sm_89") == 1
     finally:
-        ops._plan.cache_clear()
+        plan.clear()
 
 
 def test_refused_cubin_falls_back(monkeypatch, caplog):
     """A driver that refuses the cubins: the torch path, the same numbers, the driver's reason in the log."""
     from cutlass_router import launch
 
-    def refuse(symbol, arch="sm_90a"):
+    def refuse(symbol):
         raise launch.LaunchError(f"cuLibraryLoadData({symbol}) failed: CUDA_ERROR_UNSUPPORTED_PTX_VERSION")
 
     monkeypatch.setattr(launch, "load", refuse)
-    ops._plan.cache_clear()
-    ops._log_once.cache_clear()
+    plan.clear()
+    plan.log_once.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="cutlass_router"):
             for M, N in ((7, 32), (4096, 128)):
@@ -256,7 +256,7 @@ def test_refused_cubin_falls_back(monkeypatch, caplog):
                 check(router_gemm(x, w, b), x, w, b, BF16)
         assert "UNSUPPORTED_PTX" in caplog.text
     finally:
-        ops._plan.cache_clear()
+        plan.clear()
 
 
 def _no_toolkit(monkeypatch, tmp_path, hide_nvcc):
@@ -265,8 +265,8 @@ def _no_toolkit(monkeypatch, tmp_path, hide_nvcc):
     hide_nvcc()
     monkeypatch.setattr(launch, "load", launch.load.__wrapped__)  # no in-process cache of loaded kernels
     monkeypatch.setenv("CUTLASS_ROUTER_CACHE_DIR", str(tmp_path))
-    ops._plan.cache_clear()
-    ops._log_once.cache_clear()
+    plan.clear()
+    plan.log_once.cache_clear()
 
 
 def test_without_a_toolkit_the_shipped_kernels_run(monkeypatch, caplog, tmp_path, hide_nvcc):
@@ -279,12 +279,12 @@ def test_without_a_toolkit_the_shipped_kernels_run(monkeypatch, caplog, tmp_path
                 name = "bf16" if dt == BF16 else "f32"
                 x, w, b = inputs(M, N, 2880)
                 check(router_gemm(x, w, b, out_dtype=dt), x, w, b, dt)
-                k, why = ops._plan(x.device.index, N, 2880, M, name)
+                k, why = plan.kernel_for(x.device.index, N, 2880, M, name)
                 assert why is None and k.entry.symbol == dispatch.choose(N, 2880, M, name)
         assert dispatch.choose(128, 2880, 4096, "bf16") in prebuilt.index()["host_library"]["sources"]
         assert caplog.text == ""
     finally:
-        ops._plan.cache_clear()
+        plan.clear()
 
 
 def test_without_a_toolkit_or_shipped_files_the_op_falls_back(monkeypatch, caplog, tmp_path, hide_nvcc):
@@ -301,14 +301,14 @@ def test_without_a_toolkit_or_shipped_files_the_op_falls_back(monkeypatch, caplo
         assert "nvcc not found" in caplog.text and "using crt_splitk_" in caplog.text
         assert "torch fallback" not in caplog.text
         monkeypatch.setattr(prebuilt, "index", lambda: {"arch": None, "kernels": {}})
-        ops._plan.cache_clear()
+        plan.clear()
         caplog.clear()
         with caplog.at_level("WARNING", logger="cutlass_router"):
             x, w, b = inputs(7, 32, 2880)
             check(router_gemm(x, w, b), x, w, b, BF16)
         assert "torch fallback" in caplog.text and "nvcc not found" in caplog.text
     finally:
-        ops._plan.cache_clear()
+        plan.clear()
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import fp64_ref, rel_err
 
 import cutlass_router
-from cutlass_router import RouterLinear, ops, router_gemm
+from cutlass_router import RouterLinear, plan, router_gemm
 
 BF16 = torch.bfloat16
 
@@ -95,19 +95,31 @@ def test_router_linear_is_a_drop_in_for_nn_linear():
     assert RouterLinear(64, 16, bias=False).bias is None
 
 
-def test_public_names():
-    assert cutlass_router.router_gemm is router_gemm
-    assert callable(cutlass_router.RouterLinear)
+def test_public_entry_point_and_op_give_the_same_numbers():
+    x, w, b = rand(9, 64), rand(16, 64), rand(16)
+    for out_dtype in (None, torch.float32):
+        a = cutlass_router.router_gemm(x, w, b, out_dtype=out_dtype)
+        c = torch.ops.cutlass_router.router_gemm(x, w, b, out_dtype)
+        assert torch.equal(a, c) and a.dtype == (out_dtype or BF16)
 
 
-def test_fallback_logs_once(monkeypatch, caplog):
-    ops._log_once.cache_clear()
+def test_fallback_reason_is_logged_once_per_reason(caplog):
+    """A GPU fallback says why once per reason, not per call (here through the plan's log, as run_gemm uses it)."""
+    plan.log_once.cache_clear()
     with caplog.at_level(logging.WARNING, logger="cutlass_router"):
-        ops._log_once("reason A")
-        ops._log_once("reason A")
-        ops._log_once("reason B")
+        for reason in ("reason A", "reason A", "reason B", "reason A"):
+            plan.log_once(reason)
     msgs = [r.getMessage() for r in caplog.records]
     assert sum("reason A" in m for m in msgs) == 1 and sum("reason B" in m for m in msgs) == 1
+    plan.log_once.cache_clear()
+
+
+def test_cpu_path_logs_nothing(caplog):
+    """On a CPU the torch path is the path, not a fallback: nothing to warn about."""
+    plan.log_once.cache_clear()
+    with caplog.at_level(logging.DEBUG, logger="cutlass_router"):
+        router_gemm(rand(3, 64), rand(16, 64), rand(16))
+    assert caplog.records == []
 
 
 def test_torch_compile_on_cpu_fullgraph_dynamic():

@@ -5,51 +5,53 @@ import hashlib
 
 import pytest
 
-from cutlass_router import build, dispatch, launch, manifest, prebuilt
+from cutlass_router import build, dispatch, launch, manifest, prebuilt, resolve
+from cutlass_router.families import cutlass_sm90, of
 
-HOST_LIB_KERNELS = sorted(s for s, e in manifest.entries().items() if e.launch["params"] == "host_lib")
+SHIPPED = sorted(dispatch.reachable())
+HOST_LIB_KERNELS = sorted(s for s in SHIPPED if of(manifest.entry(s).family).HOST_LIB)
 
 
-def test_every_kernel_ships_prebuilt_for_its_current_source():
+def test_exactly_what_dispatch_reaches_ships_for_its_current_source():
     data = prebuilt.index()
     assert data["arch"] == "sm_90a"
-    entries = manifest.entries()
-    assert set(data["kernels"]) == set(entries), "run `python -m cutlass_router prebuild` after changing kernels"
-    for symbol, e in entries.items():
+    assert set(data["kernels"]) == set(SHIPPED), "run `python -m cutlass_router prebuild` after changing dispatch"
+    for symbol in SHIPPED:
+        e = manifest.entry(symbol)
         item = data["kernels"][symbol]
-        assert item["source_sha256"] == e.sha256, f"{symbol}: prebuilt cubin is stale; run `prebuild`"
+        assert item["source_sha256"] == e.source_sha256 == manifest.sha256(e.source()), \
+            f"{symbol}: prebuilt cubin is stale; run `prebuild`"
         blob = (prebuilt.DIR / item["file"]).read_bytes()
         assert hashlib.sha256(blob).hexdigest() == item["cubin_sha256"]
         assert blob[:4] == b"\x7fELF"
     assert {p.name for p in prebuilt.DIR.glob("*.cubin")} == {k["file"] for k in data["kernels"].values()}
-    assert dispatch.reachable() <= set(data["kernels"])
 
 
 def test_the_host_library_holds_every_cutlass_kernel_for_its_current_source():
     lib = prebuilt.index()["host_library"]
     assert lib["platform"] == "linux-x86_64"
-    assert lib["sources"] == {s: manifest.entry(s).sha256 for s in HOST_LIB_KERNELS}, "run `prebuild`"
+    assert lib["sources"] == {s: manifest.entry(s).source_sha256 for s in HOST_LIB_KERNELS}, "run `prebuild`"
     blob = (prebuilt.DIR / lib["file"]).read_bytes()
     assert hashlib.sha256(blob).hexdigest() == lib["sha256"] and blob[:4] == b"\x7fELF"
 
 
 def test_no_toolkit_uses_the_shipped_files(hide_nvcc):
     hide_nvcc()
-    for symbol in (next(s for s, e in manifest.entries().items() if e.family == "splitk_mma"), HOST_LIB_KERNELS[0]):
+    for symbol in (next(s for s in SHIPPED if manifest.entry(s).family == "splitk_mma"), HOST_LIB_KERNELS[0]):
         source = manifest.entry(symbol).source()
-        art = build.build_cubin(source, symbol)
-        assert art.path.parent == prebuilt.DIR and "prebuilt" in art.report
-        assert build.read_artifact(art.path)[:4] == b"\x7fELF"
+        art = resolve.cubin(source, symbol)
+        assert art.path.parent == prebuilt.DIR and art.origin == resolve.SHIPPED
+        assert art.read()[:4] == b"\x7fELF"
         with pytest.raises(build.ToolkitNotFound):  # another source: nothing shipped, and no nvcc to make it
-            build.build_cubin(source + "// edited\n", symbol)
-    host = build.build_host_lib(manifest.entry(HOST_LIB_KERNELS[0]).source(), HOST_LIB_KERNELS[0])
+            resolve.cubin(source + "// edited\n", symbol)
+    host = resolve.host_library(manifest.entry(HOST_LIB_KERNELS[0]).source(), HOST_LIB_KERNELS[0])
     assert host.path.parent == prebuilt.DIR
     with pytest.raises(build.ToolkitNotFound):
-        build.build_host_lib(manifest.entry(HOST_LIB_KERNELS[0]).source() + "// edited\n", HOST_LIB_KERNELS[0])
+        resolve.host_library(manifest.entry(HOST_LIB_KERNELS[0]).source() + "// edited\n", HOST_LIB_KERNELS[0])
 
 
 def test_a_damaged_shipped_file_is_not_used(monkeypatch, tmp_path):
-    symbol = next(s for s, e in manifest.entries().items() if e.family == "splitk_mma")
+    symbol = next(s for s in SHIPPED if manifest.entry(s).family == "splitk_mma")
     copy = tmp_path / "prebuilt"
     copy.mkdir()
     for p in prebuilt.DIR.iterdir():
@@ -81,17 +83,17 @@ def _driver_loadable() -> bool:
 
 
 def _properties(lib: ctypes.CDLL, symbol: str) -> dict:
-    launch._bind_host(lib, symbol)
+    cutlass_sm90.bind_host(lib, symbol)
     cluster = (ctypes.c_int * 3)()
     getattr(lib, f"{symbol}_cluster_shape")(cluster)
     return {"cluster": tuple(cluster), "block": getattr(lib, f"{symbol}_block_threads")(),
             "smem": getattr(lib, f"{symbol}_smem_size")(), "params": getattr(lib, f"{symbol}_params_size")()}
 
 
-def _pack(lib: ctypes.CDLL, symbol: str, cap: int = launch._PARAM_CAPACITY, M: int = 100, x: int = 0x10000,
+def _pack(lib: ctypes.CDLL, symbol: str, cap: int = launch.PARAM_CAPACITY, M: int = 100, x: int = 0x10000,
           bias: int = 0x30000):
     """Pack with made-up, 16-byte-aligned addresses: TMA encoding reads no memory, so no GPU is needed."""
-    buf, grid = ctypes.create_string_buffer(launch._PARAM_CAPACITY), (ctypes.c_int * 3)()
+    buf, grid = ctypes.create_string_buffer(launch.PARAM_CAPACITY), (ctypes.c_int * 3)()
     rc = getattr(lib, f"{symbol}_pack")(buf, cap, grid, x, 0x20000, bias, 0x40000, M, 128, 2880, 2880, 2880, 128, 132)
     return rc, buf.raw, tuple(grid)
 
@@ -115,13 +117,13 @@ def test_the_shipped_host_library_loads_and_packs_without_a_gpu(symbol):
         assert rc == 4                                   # no driver: says so instead of packing garbage
 
 
-@pytest.mark.nvcc
+@pytest.mark.build
 @pytest.mark.skipif(prebuilt.platform_tag() != "linux-x86_64", reason="the shipped host library is linux-x86_64")
 @pytest.mark.parametrize("symbol", HOST_LIB_KERNELS)
 def test_the_shipped_host_library_matches_one_built_here(symbol):
     e = manifest.entry(symbol)
     shipped = ctypes.CDLL(str(prebuilt.lookup_host(symbol, e.source(), "sm_90a")))
-    here = ctypes.CDLL(str(build.build_host_lib(e.source(), symbol, prefer_prebuilt=False).path))
+    here = ctypes.CDLL(str(resolve.host_library(e.source(), symbol, shipped=False).path))
     assert _properties(shipped, symbol) == _properties(here, symbol)
     size = _properties(here, symbol)["params"]
     a, b = _pack(shipped, symbol), _pack(here, symbol)
@@ -135,10 +137,10 @@ def test_nvcc_none_keeps_to_the_shipped_kernels(monkeypatch):
         monkeypatch.setenv("CUTLASS_ROUTER_NVCC", value)
         build.find_toolchain.cache_clear()
         try:
-            assert build.build_cubin(source, symbol).path.parent == prebuilt.DIR
-            assert build.build_host_lib(source, symbol).path.parent == prebuilt.DIR
+            assert resolve.cubin(source, symbol).path.parent == prebuilt.DIR
+            assert resolve.host_library(source, symbol).path.parent == prebuilt.DIR
             with pytest.raises(build.ToolkitNotFound, match=message):
-                build.build_cubin(source + "// edited\n", symbol)
+                resolve.cubin(source + "// edited\n", symbol)
         finally:
             build.find_toolchain.cache_clear()
 
@@ -151,14 +153,14 @@ def _refuse_shipped(monkeypatch):
             raise OSError(f"{path}: version `GLIBC_2.34' not found")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(launch.ctypes, "CDLL", cdll)
+    monkeypatch.setattr(cutlass_sm90.ctypes, "CDLL", cdll)
 
 
 @pytest.mark.nvcc
 def test_a_host_library_the_system_refuses_is_built_here(monkeypatch):
     _refuse_shipped(monkeypatch)
     symbol = HOST_LIB_KERNELS[0]
-    lib = launch._open_host_lib(manifest.entry(symbol).source(), symbol, "sm_90a")
+    lib = cutlass_sm90.open_host(manifest.entry(symbol))
     assert _properties(lib, symbol)["block"] in (256, 384)
 
 
@@ -170,6 +172,60 @@ def test_a_host_library_the_system_refuses_without_nvcc_is_a_clear_error(monkeyp
     symbol = HOST_LIB_KERNELS[0]
     try:
         with pytest.raises(launch.LaunchError, match="does not load on this system .*GLIBC_2.34.*CUTLASS_ROUTER_NVCC"):
-            launch._open_host_lib(manifest.entry(symbol).source(), symbol, "sm_90a")
+            cutlass_sm90.open_host(manifest.entry(symbol))
     finally:
         build.find_toolchain.cache_clear()
+
+
+@pytest.mark.nvcc
+def test_shipped_cubins_rebuild_byte_for_byte():
+    """The tie between a shipped cubin and its source is checked, not only recorded: a sample of shipped kernels
+    (one per family and output dtype without a host library; the CUTLASS ones take a minute each, see the
+    `build` marker) compiled here from emitted/ gives exactly the shipped bytes."""
+    tc = build.find_toolchain()
+    data = prebuilt.index()
+    if data["nvcc"] != tc.version:
+        pytest.skip(f"shipped cubins come from nvcc {data['nvcc']}, this machine has {tc.version}")
+    sample = {}
+    for s in SHIPPED:
+        e = manifest.entry(s)
+        if not of(e.family).HOST_LIB:
+            sample.setdefault((e.family, e.out_dtype), s)
+    assert sample
+    for symbol in sample.values():
+        blob, _ = build.compile_cubin(tc, manifest.entry(symbol).source(), symbol)
+        assert hashlib.sha256(blob).hexdigest() == data["kernels"][symbol]["cubin_sha256"], symbol
+
+
+@pytest.mark.build
+@pytest.mark.parametrize("symbol", SHIPPED)
+def test_every_shipped_cubin_rebuilds_byte_for_byte(symbol):
+    tc = build.find_toolchain()
+    data = prebuilt.index()
+    if data["nvcc"] != tc.version:
+        pytest.skip(f"shipped cubins come from nvcc {data['nvcc']}, this machine has {tc.version}")
+    blob, _ = build.compile_cubin(tc, manifest.entry(symbol).source(), symbol)
+    assert hashlib.sha256(blob).hexdigest() == data["kernels"][symbol]["cubin_sha256"]
+
+
+def test_a_template_edit_never_reuses_a_cubin(monkeypatch, tmp_path, hide_nvcc):
+    """Emitted files include the templates; what is hashed (prebuilt index, cache key) is the expanded source, so
+    an edited template finds no shipped or cached cubin of the old one."""
+    symbol = next(s for s in SHIPPED if manifest.entry(s).family == "splitk_mma")
+    e = manifest.entry(symbol)
+    before = e.source()
+    assert prebuilt.lookup(symbol, before) is not None
+    edited = tmp_path / "templates"
+    edited.mkdir()
+    for p in manifest.TEMPLATES.iterdir():
+        (edited / p.name).write_text(p.read_text())
+    (edited / "splitk_mma.cuh").write_text((edited / "splitk_mma.cuh").read_text().replace(
+        "namespace cutlass_router {", "namespace cutlass_router {\nconstexpr int kEdited = 1;", 1))
+    monkeypatch.setattr(manifest, "TEMPLATES", edited)
+    after = e.source()
+    assert "kEdited" in after and "kEdited" not in before  # the same instantiation file, another template
+    assert prebuilt.lookup(symbol, after) is None
+    assert build.cubin_key(after) != build.cubin_key(before)
+    hide_nvcc()
+    with pytest.raises(build.ToolkitNotFound, match="neither shipped nor cached"):
+        resolve.cubin(after, symbol)

@@ -1,1 +1,19 @@
-"""Kernel families: each turns a frozen spec into C++ source and says how it is launched."""
+"""Kernel families. Each module owns one family: its spec (a frozen dataclass with symbol, config, launch
+facts and emit()), how its kernels are launched (geometry, parameter packing, grid), its constraints (blocker),
+and whether it needs a host library (HOST_LIB). The rest of the package asks the family, never its name.
+
+A family module provides: FAMILY, HOST_LIB, a spec class, geometry(entry, host) -> (block, cluster, smem),
+blocker(entry, M, N) -> reason or None, and a pack function for the op it serves (pack_gemm for the GEMM
+families); HOST_LIB families also provide open_host(entry).
+"""
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import cutlass_sm90, route, splitk_mma
+
+FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (splitk_mma, cutlass_sm90, route)}
+
+
+def of(name: str) -> ModuleType:
+    return FAMILIES[name]

@@ -5,6 +5,10 @@ would otherwise default (tile, cluster, schedules, stages, tile scheduler), then
 and C-linkage host functions. Nothing here asks a GPU or compiles: the emitted text is a pure function of the
 spec, and the library compiles and launches it itself.
 
+Launch: CUTLASS's Params hold TMA descriptors, so a host library built from the same source packs them
+(HOST_LIB): block, cluster, shared memory and grid come from it too. The output's rows must be 16-byte
+multiples for the TMA store (N a multiple of 8 for bf16, 4 for fp32).
+
 Problem: out[M, N] = x[M, K] @ W[N, K]^T + bias[N], x/W bf16 K-contiguous, fp32 accumulation.
   swap_ab=False: GEMM (M, N, K) with A = x, B = W; D = out row-major; bias is a row vector of D.
   swap_ab=True:  GEMM (N, M, K) with A = W, B = x; D = out^T, i.e. out read column-major with leading
@@ -14,13 +18,17 @@ Problem: out[M, N] = x[M, K] @ W[N, K]^T + bias[N], x/W bf16 K-contiguous, fp32 
 from __future__ import annotations
 
 import ast
+import ctypes
 import functools
 import re
 import sqlite3
 from dataclasses import asdict, dataclass
 
+from ..target import CAPABILITY
+
 FAMILY = "cutlass_sm90"
-_CC = 90
+HOST_LIB = True  # CUTLASS packs the Params (TMA descriptors) in host code built from the same source
+_CC = 10 * CAPABILITY[0] + CAPABILITY[1]  # cutlass_cppgen's compute capability (90)
 
 _OUT_DTYPES = ("bf16", "f32")
 # Only the TMA warp-specialized schedules; the value is the short name used in symbols.
@@ -86,7 +94,7 @@ class Sm90GemmSpec:
     def launch(self) -> dict:
         # Block, cluster and shared memory come from the host library at load time; the output's rows must be
         # 16-byte multiples for the TMA store, so N must be a multiple of n_multiple.
-        return {"params": "host_lib", "n_multiple": 8 if self.out_dtype == "bf16" else 4,
+        return {"n_multiple": 8 if self.out_dtype == "bf16" else 4,
                 "tile_tokens": self.tile_n if self.swap_ab else self.tile_m,
                 "tile_experts": self.tile_m if self.swap_ab else self.tile_n}
 
@@ -338,3 +346,68 @@ def emit_source(spec: Sm90GemmSpec) -> str:
         f"}}  // namespace {ns}\n\n"
         + _HOST.format(sym=sym, ns=ns, operands=_OPERANDS[spec.swap_ab])
     )
+
+
+# ---- launching: everything below asks the host library --------------------------------------------------------
+
+def bind_host(lib: ctypes.CDLL, symbol: str) -> ctypes.CDLL:
+    """Declare the C signatures of one kernel's host functions in `lib`; returns lib."""
+    pack = getattr(lib, f"{symbol}_pack")
+    pack.restype = ctypes.c_int
+    pack.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p] + [ctypes.c_void_p] * 4 \
+        + [ctypes.c_int] * 3 + [ctypes.c_longlong] * 3 + [ctypes.c_int]
+    for name in ("params_size", "smem_size", "block_threads"):
+        getattr(lib, f"{symbol}_{name}").restype = ctypes.c_int
+    return lib
+
+
+def open_host(entry) -> ctypes.CDLL:
+    """The host library holding this kernel's host functions: the shipped one, or (where the system refuses it, e.g.
+    glibc < 2.34) one from the cache or nvcc."""
+    from .. import resolve
+    from ..build import ToolkitNotFound
+    from ..launch import LaunchError
+
+    source = entry.source()
+    art = resolve.host_library(source, entry.symbol)
+    try:
+        return bind_host(ctypes.CDLL(str(art.path)), entry.symbol)
+    except OSError as e:
+        if art.origin != "shipped":
+            raise
+        try:
+            return bind_host(ctypes.CDLL(str(resolve.host_library(source, entry.symbol, shipped=False).path)),
+                             entry.symbol)
+        except ToolkitNotFound as missing:
+            raise LaunchError(f"the shipped host library does not load on this system ({e}) and {missing}") from e
+
+
+def geometry(entry, host) -> tuple[int, tuple[int, int, int], int]:
+    """(block threads, cluster shape, dynamic shared memory bytes), as CUTLASS's kernel type defines them."""
+    sym = entry.symbol
+    cluster = (ctypes.c_int * 3)()
+    getattr(host, f"{sym}_cluster_shape")(cluster)
+    return getattr(host, f"{sym}_block_threads")(), tuple(cluster), getattr(host, f"{sym}_smem_size")()
+
+
+def params_size(entry, host) -> int:
+    return getattr(host, f"{entry.symbol}_params_size")()
+
+
+def blocker(entry, M: int, N: int) -> str | None:
+    """Why this kernel cannot take an (M, N) problem, or None."""
+    n_multiple = entry.launch["n_multiple"]
+    if N % n_multiple:
+        return f"kernel {entry.symbol} needs N a multiple of {n_multiple} (TMA stores 16-byte rows), got {N}"
+    return None
+
+
+def pack_gemm(k, buf, cap: int, grid_buf, x: int, w: int, bias: int, out: int, M: int, N: int, K: int,
+              ldx: int, ldw: int, ldo: int, sm_count: int) -> tuple[int, int, int]:
+    """Fill CUTLASS's Params in buf through the host library; return the grid it computes."""
+    from ..launch import LaunchError
+
+    rc = k.pack(buf, cap, grid_buf, x, w, bias or None, out, M, N, K, ldx, ldw, ldo, sm_count)
+    if rc != 0:
+        raise LaunchError(f"{k.entry.symbol}: CUTLASS cannot run M={M} N={N} K={K} (code {rc})")
+    return grid_buf[0], grid_buf[1], grid_buf[2]

@@ -79,39 +79,32 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
 
 }  // namespace detail
 
-// kWarps:    warps per CTA, each owning a K slice
-// kCluster:  CTAs per cluster, each owning a K range (1 = no cluster)
-// kExpTiles: 16-expert MMA tiles per CTA
-// kTokTiles: 8-token MMA tiles per CTA
-// kUnroll:   64-wide K chunks loaded per warp before its MMAs run
-template <int kWarps, int kCluster, int kExpTiles, int kTokTiles, int kUnroll, typename OutT>
-__device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
-  constexpr int kSlices = kWarps * kCluster;           // K slices per output tile
-  constexpr int kOwnLanes = (32 + kCluster - 1) / kCluster;
-  // Receive buffer of the CTA that owns an output fragment: one float4 per (slice, tile, lane it owns).
-  __shared__ float4 recv[kSlices][kExpTiles][kTokTiles][kOwnLanes];
-  __shared__ alignas(8) uint64_t recv_bar;  // counts the bytes of partial sums that peers send here
+struct NoPrologue {
+  __device__ __forceinline__ void operator()() const {}
+};
 
+// The split-K main loop, shared by splitk_mma and the route kernels (route.cuh): this warp's partial sums of one
+// output tile, 16 x kExpTiles experts from n0 by 8 x kTokTiles tokens from m0, over K slice `slice` of kSlices.
+//   p:        any parameter struct with fields x, w (bf16 pointers), ldx, ldw (long long), M, N, K (int)
+//   slice:    the slice covers the 64-wide K chunks [chunks * slice / kSlices, chunks * (slice + 1) / kSlices),
+//             fixed by K and kSlices alone, never by M
+//   out:      the mma.sync m16n8k16 C fragment (swap-AB: the experts are the MMA's M side): lane 4g + q holds
+//             experts n0 + 16e + g (j = 0, 1) and n0 + 16e + g + 8 (j = 2, 3), tokens m0 + 8t + 2q + (j & 1)
+//   prologue: runs once, after the pointers and accumulators are set up and before the first load: the place
+//             for the caller's loads that do not depend on the previous kernel (bias), so they overlap W's
+//   kUnroll:  64-wide K chunks loaded per warp before its MMAs run
+// Every thread returns from it after its griddepcontrol.wait: from then on it may read what the previous kernel
+// wrote, and write outputs.
+template <int kSlices, int kExpTiles, int kTokTiles, int kUnroll, typename Params, typename Prologue = NoPrologue>
+__device__ __forceinline__ void splitk_mainloop(const Params& p, int n0, int m0, int slice,
+                                                float (&out)[kExpTiles][kTokTiles][4],
+                                                Prologue&& prologue = Prologue{}) {
   const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
   const int g = lane >> 2;  // MMA group: expert row g and g + 8, token column g
   const int q = lane & 3;   // thread in group: which 16 of a 64-wide K chunk
-  const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
-  const int n0 = (blockIdx.x / kCluster) * (16 * kExpTiles);
-  const int m0 = blockIdx.y * (8 * kTokTiles);
-
-  if constexpr (kCluster > 1) {
-    if (threadIdx.x == 0) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(detail::smem_addr(&recv_bar)) : "memory");
-      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-    }
-    cute::cluster_arrive_relaxed();  // waited on before the first remote store: peers' smem and mbarrier exist
-  }
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
   // K range of this warp, in 64-wide chunks.
   const int chunks = (p.K + 63) >> 6;
-  const int slice = rank * kWarps + warp;
   const int c_begin = (chunks * slice) / kSlices;
   const int c_end = (chunks * (slice + 1)) / kSlices;
 
@@ -139,19 +132,7 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[a][e][t][j] = 0.f;
 
-  // Bias does not depend on the previous kernel either: fetch the owner's first fragment rows now, so no
-  // global load is left after the reduction.
-  float bias_pre[2] = {0.f, 0.f};
-  constexpr int kOwned = kExpTiles * kTokTiles * kOwnLanes;
-  if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOwned) {
-    const int e = threadIdx.x / (kTokTiles * kOwnLanes);
-    const int src_lane = (threadIdx.x % kOwnLanes) * kCluster + rank;
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int n = n0 + 16 * e + (src_lane >> 2) + 8 * h;
-      if (src_lane < 32 && n < p.N) bias_pre[h] = __bfloat162float(p.bias[n]);
-    }
-  }
+  prologue();
 
   bool first = true;
   for (int c0 = c_begin; c0 < c_end; c0 += kUnroll) {
@@ -213,6 +194,60 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[0][e][t][j] += acc[a][e][t][j];
   if (first) asm volatile("griddepcontrol.wait;" ::: "memory");  // a warp with no K still stores later
+#pragma unroll
+  for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+    for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) out[e][t][j] = acc[0][e][t][j];
+}
+
+// kWarps:    warps per CTA, each owning a K slice
+// kCluster:  CTAs per cluster, each owning a K range (1 = no cluster)
+// kExpTiles: 16-expert MMA tiles per CTA
+// kTokTiles: 8-token MMA tiles per CTA
+// kUnroll:   64-wide K chunks loaded per warp before its MMAs run
+template <int kWarps, int kCluster, int kExpTiles, int kTokTiles, int kUnroll, typename OutT>
+__device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
+  constexpr int kSlices = kWarps * kCluster;           // K slices per output tile
+  constexpr int kOwnLanes = (32 + kCluster - 1) / kCluster;
+  // Receive buffer of the CTA that owns an output fragment: one float4 per (slice, tile, lane it owns).
+  __shared__ float4 recv[kSlices][kExpTiles][kTokTiles][kOwnLanes];
+  __shared__ alignas(8) uint64_t recv_bar;  // counts the bytes of partial sums that peers send here
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int rank = kCluster > 1 ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
+  const int n0 = (blockIdx.x / kCluster) * (16 * kExpTiles);
+  const int m0 = blockIdx.y * (8 * kTokTiles);
+
+  if constexpr (kCluster > 1) {
+    if (threadIdx.x == 0) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(detail::smem_addr(&recv_bar)) : "memory");
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    cute::cluster_arrive_relaxed();  // waited on before the first remote store: peers' smem and mbarrier exist
+  }
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+
+  // This warp's partial sums over its K slice (W loads before griddepcontrol.wait, x loads after).
+  const int slice = rank * kWarps + warp;
+  float acc[kExpTiles][kTokTiles][4];
+  float bias_pre[2] = {0.f, 0.f};
+  constexpr int kOwned = kExpTiles * kTokTiles * kOwnLanes;
+  splitk_mainloop<kSlices, kExpTiles, kTokTiles, kUnroll>(p, n0, m0, slice, acc, [&] {
+    // Bias does not depend on the previous kernel either: fetch the owner's first fragment rows now, so no
+    // global load is left after the reduction.
+    if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOwned) {
+      const int e = threadIdx.x / (kTokTiles * kOwnLanes);
+      const int src_lane = (threadIdx.x % kOwnLanes) * kCluster + rank;
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int n = n0 + 16 * e + (src_lane >> 2) + 8 * h;
+        if (src_lane < 32 && n < p.N) bias_pre[h] = __bfloat162float(p.bias[n]);
+      }
+    }
+  });
 
   // Push this warp's partial tile to the CTA that owns each lane's fragment (lane % kCluster).
   const int owner = lane % kCluster;
@@ -230,7 +265,7 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   for (int e = 0; e < kExpTiles; ++e)
 #pragma unroll
     for (int t = 0; t < kTokTiles; ++t) {
-      const float4 v = make_float4(acc[0][e][t][0], acc[0][e][t][1], acc[0][e][t][2], acc[0][e][t][3]);
+      const float4 v = make_float4(acc[e][t][0], acc[e][t][1], acc[e][t][2], acc[e][t][3]);
       if constexpr (kCluster > 1)
         detail::st_async_v4(&recv[slice][e][t][own_idx].x, &recv_bar, owner, v);
       else

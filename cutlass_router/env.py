@@ -1,0 +1,45 @@
+"""The environment switches, read by one parser so that every flag takes the same words."""
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+
+DISABLE = "CUTLASS_ROUTER_DISABLE"                   # on: never run the emitted kernels (the torch path)
+PDL = "CUTLASS_ROUTER_PDL"                           # on: launch with programmatic dependent launch
+BATCH_INVARIANT = "CUTLASS_ROUTER_BATCH_INVARIANT"   # on: a row's bits do not depend on the batch
+NVCC = "CUTLASS_ROUTER_NVCC"                         # none: never compile; a path: this nvcc
+CACHE_DIR = "CUTLASS_ROUTER_CACHE_DIR"               # where compiled kernels are cached
+
+# PDL off by default: after a producer that never triggers its dependents early (every torch kernel), the launch
+# attribute costs about 0.5 us in a decode layer instead of saving time (benchmarks/bench_decode_layer.py).
+DEFAULTS = {DISABLE: False, PDL: False, BATCH_INVARIANT: False}
+_TRUE = frozenset(("1", "true", "yes", "on"))
+_FALSE = frozenset(("0", "false", "no", "off", ""))
+
+
+@lru_cache(maxsize=None)
+def _warn(name: str, value: str, default: bool) -> None:
+    logging.getLogger("cutlass_router").warning(
+        "cutlass_router: %s=%r is not a switch value (1/true/yes/on or 0/false/no/off); keeping the default, %s",
+        name, value, "on" if default else "off")
+
+
+def flag(name: str) -> bool:
+    """A boolean switch: 1/true/yes/on or 0/false/no/off in any case; anything else warns once and keeps the
+    default. Read on every call (cheap), so a process may change it between calls."""
+    value = os.environ.get(name)
+    if value is None:
+        return DEFAULTS[name]
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    _warn(name, value, DEFAULTS[name])
+    return DEFAULTS[name]
+
+
+def in_force() -> dict[str, str]:
+    """Every switch of this package that is set, as set (for `info`)."""
+    return {k: os.environ[k] for k in (DISABLE, PDL, BATCH_INVARIANT, NVCC, CACHE_DIR) if k in os.environ}

@@ -1,0 +1,344 @@
+"""The planning step: arguments checked once, the kernel chosen and loaded, cached per call signature.
+
+Both the eager path (`router_gemm` on plain tensors) and the custom op's body go through `gemm()`. A plan is a
+pure function of what the call's tensors look like (dtypes, shapes, strides, devices, 16-byte alignment), the
+output dtype and the switches, so it is made once per signature and afterwards found by one dict lookup: in
+eager mode the Python around a launch costs more than the kernel.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from . import dispatch, env, target, validate
+
+logger = logging.getLogger("cutlass_router")
+_DTYPE_NAME = {torch.bfloat16: "bf16", torch.float32: "f32"}
+
+
+@lru_cache(maxsize=None)
+def log_once(message: str) -> None:
+    logger.warning("cutlass_router: %s", message)
+
+
+@dataclass(frozen=True)
+class GemmPlan:
+    out_dtype: torch.dtype
+    kernel: object | None   # a launch.LoadedKernel, or None: the torch path
+    reason: str | None      # why the torch path on a GPU (logged once); None on a CPU, where torch is the path
+    invariant: bool
+
+
+@lru_cache(maxsize=None)
+def device_blocker(index: int) -> str | None:
+    return target.device_blocker(index, torch.cuda.get_device_capability(index))
+
+
+@lru_cache(maxsize=None)
+def sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@lru_cache(maxsize=4096)
+def kernel_for(device: int, N: int, K: int, M: int, dt: str, invariant: bool = False):
+    """(loaded kernel, None) for this shape on this device, or (None, why not).
+
+    invariant: the kernel chosen for M = 1 serves every M. A split-K kernel's per-element arithmetic (its K
+    split and summation order) is fixed by its configuration and K, so one kernel for all M makes each row's
+    result independent of the batch.
+    """
+    reason = device_blocker(device)
+    if reason:
+        return None, reason
+    from . import build, launch  # deferred: cuda.bindings is needed only on this path
+
+    symbol = dispatch.choose(N, K, 1 if invariant else M, dt)
+    try:
+        k = launch.load(symbol)
+    except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
+        # A CUTLASS kernel's host library may not load here (another platform, glibc < 2.34) nor build (no nvcc);
+        # the split-K ladder needs none. Try it next.
+        fallback = dispatch.choose_splitk(N, 1 if invariant else M, dt)
+        if fallback == symbol:
+            return None, f"kernel {symbol} unavailable: {e}"
+        log_once(f"kernel {symbol} unavailable ({e}); using {fallback}")
+        try:
+            k = launch.load(fallback)
+        except (build.BuildError, launch.LaunchError, KeyError, OSError) as e2:
+            return None, f"kernels {symbol} and {fallback} unavailable: {e2}"
+    why = k.family.blocker(k.entry, M, N)
+    return (None, why) if why else (k, None)
+
+
+_PLANS: dict = {}
+
+
+def _signature(t) -> tuple:
+    return t.dtype, t.shape, t.stride(), t.device, t.data_ptr() % 16 == 0
+
+
+def gemm(x, weight, bias, out_dtype, out, invariant: bool) -> GemmPlan:
+    """The plan for this call; raises TypeError/ValueError (naming the argument and the fix) on bad input."""
+    disabled = env.flag(env.DISABLE)
+    try:
+        key = (_signature(x), _signature(weight), None if bias is None else _signature(bias), out_dtype,
+               None if out is None else _signature(out), invariant, disabled)
+        found = _PLANS.get(key)
+    except Exception:  # not tensors, or tensors without storage: the checks below say what is wrong
+        key = found = None
+    if found is not None:
+        return found
+    p = _make(x, weight, bias, out_dtype, out, invariant, disabled)
+    if key is not None:
+        if len(_PLANS) >= 4096:  # prefill brings many M: keep it bounded
+            _PLANS.clear()
+        _PLANS[key] = p
+    return p
+
+
+def _make(x, weight, bias, out_dtype, out, invariant: bool, disabled: bool) -> GemmPlan:
+    out_dtype = validate.check_args(x, weight, bias, out_dtype, out)
+    if not x.is_cuda:
+        return GemmPlan(out_dtype, None, None, invariant)
+    reason = f"{env.DISABLE} is set" if disabled else validate.kernel_blocker(x, weight, bias, out)
+    kernel = None
+    if reason is None:
+        kernel, reason = kernel_for(x.device.index, weight.shape[0], x.shape[1], x.shape[0],
+                                    _DTYPE_NAME[out_dtype], invariant)
+    return GemmPlan(out_dtype, kernel, reason, invariant)
+
+
+def clear() -> None:
+    """Forget every plan and kernel choice (tests that change what is available)."""
+    _PLANS.clear()
+    _ROUTE_PLANS.clear()
+    kernel_for.cache_clear()
+
+
+def torch_gemm(x, weight, bias, out_dtype, invariant=False):
+    """fp32-accumulated x @ weight.T + bias in out_dtype, through torch: the CPU path and the fallback.
+
+    invariant: one row at a time, so that a row's bits cannot depend on how many rows there are (torch picks
+    its GEMM algorithm by shape); slow, and only used when batch invariance is asked for off the kernel path.
+    """
+    if invariant and x.shape[0] > 1:
+        return torch.cat([torch_gemm(x[i:i + 1], weight, bias, out_dtype) for i in range(x.shape[0])])
+    if out_dtype == torch.bfloat16 and x.is_cuda:
+        return F.linear(x, weight, bias)  # cuBLAS accumulates bf16 GEMMs in fp32
+    y = F.linear(x.float(), weight.float(), None if bias is None else bias.float())
+    return y.to(out_dtype)
+
+
+_raw_stream_of = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # the cheap path Triton and Inductor use
+_current_device = getattr(torch._C, "_cuda_getDevice", None) or torch.cuda.current_device
+
+
+def raw_stream(device: int) -> int:
+    return _raw_stream_of(device) if _raw_stream_of is not None else torch.cuda.current_stream(device).cuda_stream
+
+
+def launch_gemm(k, x, weight, bias, out, pdl: bool) -> None:
+    """Pack (the kernel's family does) and launch on the current stream of x's device; LaunchError if refused."""
+    from . import launch
+
+    dev = x.get_device()
+    if dev != _current_device():  # a CUkernel launches into the current context
+        with torch.cuda.device(dev):
+            return launch_gemm(k, x, weight, bias, out, pdl)
+    buf, _, grid_buf = launch.params_buffer()
+    M, K = x.shape
+    grid = k.family.pack_gemm(k, buf, launch.PARAM_CAPACITY, grid_buf, x.data_ptr(), weight.data_ptr(),
+                              0 if bias is None else bias.data_ptr(), out.data_ptr(), M, weight.shape[0], K,
+                              x.stride(0), weight.stride(0), out.stride(0), sm_count(dev))
+    launch.launch(k, dev, raw_stream(dev), pdl, grid)
+
+
+def run_gemm(p: GemmPlan, x, weight, bias, out, pdl: bool):
+    """Execute a plan: the kernel, or (CPU, unsupported GPU or layout, a refused launch) the torch path."""
+    M, N = x.shape[0], weight.shape[0]
+    if p.kernel is not None and M and N:
+        from .launch import LaunchError
+
+        dst = x.new_empty((M, N), dtype=p.out_dtype) if out is None else out
+        try:
+            launch_gemm(p.kernel, x, weight, bias, dst, pdl)
+            return dst
+        except LaunchError as e:  # nothing was enqueued: compute it through torch instead
+            log_once(f"using the torch fallback: {e}")
+    elif p.reason is not None and M and N:
+        log_once(f"using the torch fallback: {p.reason}")
+    y = torch_gemm(x, weight, bias, p.out_dtype, p.invariant)
+    return y if out is None else out.copy_(y)
+
+
+# ---- route: the router GEMM and the expert choice ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RouteArgs:
+    """route()'s scalar arguments, validated (hashable: part of a plan's key)."""
+    top_k: int
+    scoring: str
+    renormalize: bool
+    n_group: int
+    topk_group: int
+    routed_scaling_factor: float
+    logit_precision: str
+    logits_dtype: torch.dtype | None
+    weights_dtype: torch.dtype
+    ids_dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    args: RouteArgs
+    kernel: object | None       # the fused route kernel, or the select kernel after `gemm`; None: the torch path
+    gemm: GemmPlan | None       # the two-kernel path: the GEMM that writes the logits the select kernel reads
+    reason: str | None          # why the torch path on a GPU (logged once)
+    flags: int = 0
+    invariant: bool = False
+
+
+_ROUTE_PLANS: dict = {}
+
+
+def route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, choice: str | None = None) -> RoutePlan:
+    """The plan for a route() call; raises TypeError/ValueError on bad input. choice forces a fused kernel or
+    dispatch.GEMM_THEN_SELECT instead of the dispatch table's pick (tune, tests), uncached."""
+    disabled = env.flag(env.DISABLE)
+    if choice is not None:
+        return _make_route(x, weight, bias, correction_bias, a, invariant, disabled, choice)
+    try:
+        key = (_signature(x), _signature(weight), None if bias is None else _signature(bias),
+               None if correction_bias is None else _signature(correction_bias), a, invariant, disabled)
+        found = _ROUTE_PLANS.get(key)
+    except Exception:
+        key = found = None
+    if found is not None:
+        return found
+    p = _make_route(x, weight, bias, correction_bias, a, invariant, disabled)
+    if key is not None:
+        if len(_ROUTE_PLANS) >= 4096:
+            _ROUTE_PLANS.clear()
+        _ROUTE_PLANS[key] = p
+    return p
+
+
+def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, disabled: bool,
+                choice: str | None = None) -> RoutePlan:
+    from .families import route as fam
+
+    validate.check_route(x, weight, bias, a.top_k, a.scoring, a.renormalize, a.n_group, a.topk_group,
+                         correction_bias, a.routed_scaling_factor, a.logit_precision, a.logits_dtype,
+                         a.weights_dtype, a.ids_dtype)
+    flags = ((fam.RENORMALIZE if a.renormalize else 0) | (fam.SELECT_BF16 if a.logit_precision == "bf16" else 0)
+             | (fam.LOGITS_F32 if a.logits_dtype == torch.float32 else 0)
+             | (fam.WEIGHTS_BF16 if a.weights_dtype == torch.bfloat16 else 0)
+             | (fam.IDS_INT64 if a.ids_dtype == torch.int64 else 0))
+    if not x.is_cuda:
+        return RoutePlan(a, None, None, None, flags, invariant)
+    M, K = x.shape
+    N = weight.shape[0]
+    reason = (f"{env.DISABLE} is set" if disabled else validate.kernel_blocker(x, weight, bias)
+              or device_blocker(x.device.index)
+              or fam.selection_blocker(N, a.top_k, a.scoring, a.n_group, a.topk_group))
+    if reason:
+        return RoutePlan(a, None, None, reason, flags, invariant)
+    from . import build, launch
+
+    if choice is None:
+        choice = dispatch.GEMM_THEN_SELECT if invariant else dispatch.choose_route(N, K, M)
+    gemm_plan = None
+    try:
+        if choice == dispatch.GEMM_THEN_SELECT:
+            # The GEMM writes the logits in the precision the choice is made in (fp32 also when fp32 logits are
+            # returned: the select kernel rounds them to bf16 itself when selecting on bf16).
+            wide = a.logit_precision == "fp32" or a.logits_dtype == torch.float32
+            gemm_plan = gemm(x, weight, bias, torch.float32 if wide else torch.bfloat16, None, invariant)
+            if gemm_plan.kernel is None:
+                return RoutePlan(a, None, None, gemm_plan.reason, flags, invariant)
+            flags |= fam.INPUT_F32 if wide else 0
+            choice = dispatch.SELECT
+        k = launch.load(choice)
+    except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
+        return RoutePlan(a, None, None, f"kernel {choice} unavailable: {e}", flags, invariant)
+    why = k.family.blocker(k.entry, M, N)
+    if why:
+        return RoutePlan(a, None, None, why, flags, invariant)
+    return RoutePlan(a, k, gemm_plan, None, flags, invariant)
+
+
+def torch_route(x, weight, bias, correction_bias, a: RouteArgs):
+    """The torch path (CPU, and the fallback): routing_ref's reference in the requested dtypes."""
+    from .routing_ref import route_reference
+
+    w, ids, logits = route_reference(x, weight, bias, a.top_k, scoring=a.scoring, renormalize=a.renormalize,
+                                     n_group=a.n_group, topk_group=a.topk_group, correction_bias=correction_bias,
+                                     routed_scaling_factor=a.routed_scaling_factor,
+                                     logit_precision=a.logit_precision)
+    return w.to(a.weights_dtype), ids.to(a.ids_dtype), None if a.logits_dtype is None else logits.to(a.logits_dtype)
+
+
+def launch_route(p: RoutePlan, x, weight, bias, correction_bias, weights, ids, logits, pdl: bool) -> None:
+    """The fused kernel, or the GEMM into logits then the select kernel; LaunchError if the driver refuses."""
+    from . import launch
+    from .families import route as fam
+
+    dev = x.get_device()
+    if dev != _current_device():
+        with torch.cuda.device(dev):
+            return launch_route(p, x, weight, bias, correction_bias, weights, ids, logits, pdl)
+    a = p.args
+    M, K = x.shape
+    N = weight.shape[0]
+    source = 0
+    ldi = 0
+    if p.gemm is not None:  # two kernels: the logits go through global memory
+        inter = logits if logits is not None and logits.dtype == p.gemm.out_dtype else \
+            x.new_empty((M, N), dtype=p.gemm.out_dtype)
+        launch_gemm(p.gemm.kernel, x, weight, bias, inter, pdl)
+        source, ldi = inter.data_ptr(), inter.stride(0)
+        if logits is not None and inter is not logits:
+            logits.copy_(inter)
+    buf, _, _ = launch.params_buffer()
+    fused = p.gemm is None
+    grid, cluster = fam.pack_route(
+        p.kernel, buf, x=x.data_ptr(), w=weight.data_ptr(), bias=0 if bias is None or not fused else bias.data_ptr(),
+        sel_bias=0 if correction_bias is None else correction_bias.data_ptr(), logits_in=source,
+        logits=logits.data_ptr() if fused and logits is not None else 0, weights=weights.data_ptr(),
+        ids=ids.data_ptr(), ldx=x.stride(0), ldw=weight.stride(0), ldi=ldi,
+        ldl=logits.stride(0) if logits is not None else 0, ldk=weights.stride(0), M=M, N=N, K=K, top_k=a.top_k,
+        mode=fam.MODES[a.scoring], flags=p.flags, n_group=a.n_group, topk_group=a.topk_group,
+        scale=float(a.routed_scaling_factor))
+    launch.launch(p.kernel, dev, raw_stream(dev), pdl, grid, cluster)
+
+
+def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool):
+    """Execute a route plan into out = (weights, ids, logits or None), allocated here when None."""
+    a = p.args
+    M, N = x.shape[0], weight.shape[0]
+    if out is None:
+        out = (x.new_empty((M, a.top_k), dtype=a.weights_dtype), x.new_empty((M, a.top_k), dtype=a.ids_dtype),
+               None if a.logits_dtype is None else x.new_empty((M, N), dtype=a.logits_dtype))
+    weights, ids, logits = out
+    if M == 0:
+        return out
+    if p.kernel is not None:
+        from .launch import LaunchError
+
+        try:
+            launch_route(p, x, weight, bias, correction_bias, weights, ids, logits, pdl)
+            return out
+        except LaunchError as e:
+            log_once(f"route: using the torch fallback: {e}")
+    elif p.reason is not None:
+        log_once(f"route: using the torch fallback: {p.reason}")
+    w, i, lg = torch_route(x, weight, bias, correction_bias, a)
+    weights.copy_(w)
+    ids.copy_(i)
+    if logits is not None:
+        logits.copy_(lg)
+    return out

@@ -1,0 +1,472 @@
+// cutlass-router: fused routing, sm_90a. The router GEMM and the expert choice in one launch (decode sizes), and
+// a select-only kernel that routes logits a separate GEMM has written (large M).
+//
+//   logits[m, e] = sum_k x[m, k] * w[e, k] + bias[e]            (fp32 accumulation)
+//   (weights[m, :top_k], ids[m, :top_k]) = the choice of one of three routers (RouteParams::mode)
+//
+// Fused kernel route_fused<kWarps, kSplits, kExpTiles, kTokTiles, kUnroll>: one thread block cluster per
+// 8 x kTokTiles tokens, G x kSplits CTAs with G = ceil(N / (16 x kExpTiles)) expert groups. CTA rank r owns
+// experts [16E (r / S), 16E (r / S + 1)) and K split r % S; its warps split that K range again (the split-K main
+// loop of splitk_mma.cuh: W loads before griddepcontrol.wait, x after). A CTA reduces its warps' partials in
+// shared memory (fixed order), then sends its partial tile to the cluster's leader (rank 0) with st.async,
+// counted on the leader's mbarrier: one message carries data and signal, so there is no cluster barrier after
+// the K loop and no global workspace. The leader sums the S partials (fixed order), adds the bias, writes the
+// logits if asked, and selects: a warp per token. A row's bits depend on K and the template arguments only,
+// never on M.
+// Select kernel route_select: 8 warps per CTA, a warp per row.
+//
+// Selection inside a warp: lane l holds the P = ceil(N / 32) contiguous experts [lP, lP + P) in registers.
+// Each of top_k rounds: every lane takes its best (key, id), the warp takes the largest key and, among lanes
+// holding it, the lowest id (redux.sync twice), and the owner removes it. Keys are ordered uint32 images of the
+// floats, so one integer max ranks NaN above +inf and every real value above "removed" (0).
+//
+// Limits the host guarantees (cutlass_router/families/route.py and validate.py check them):
+//   1 <= N <= 384, 1 <= top_k <= min(8, N), M >= 1, K % 8 == 0, x and W rows 16-byte aligned (ldx, ldw % 8 == 0);
+//   fused: grid (G * S, ceil(M / (8T)), 1), cluster (G * S, 1, 1), G * S <= 16 (more than 8 needs
+//     cudaFuncAttributeNonPortableClusterSizeAllowed), G <= kMaxGroups below (N <= 16E * kMaxGroups),
+//     block 32 * kWarps threads, no dynamic shared memory, ceil(M / 8T) <= 65535;
+//   select: grid (ceil(M / 8), 1, 1), block 256 threads, no dynamic shared memory;
+//   sigmoid mode: n_group divides N, 1 <= topk_group <= n_group <= 32, and when n_group > 1,
+//     (N / n_group) % P == 0 with P = ceil(N / 32), and top_k <= topk_group * (N / n_group).
+// Whatever the input (NaN, Inf, ties, a limit of the sigmoid mode broken), every id written is in [0, N) and the
+// ids of a row are distinct; only weights[m, :top_k], ids[m, :top_k] (m < M) and, if asked, logits[m, :N] are
+// written.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cuda_bf16.h>
+
+#include "splitk_mma.cuh"
+
+namespace cutlass_router {
+
+// Kernel parameters, passed by value. Python packs this layout (families/route.py: PARAMS = "<8Q5q8ifi").
+struct RouteParams {
+  const __nv_bfloat16* x;      // [M, K], row stride ldx (fused kernel)
+  const __nv_bfloat16* w;      // [N, K], row stride ldw (fused kernel)
+  const __nv_bfloat16* bias;   // [N] or nullptr: added to the logits (fused kernel only)
+  const float* sel_bias;       // [N] or nullptr: sigmoid mode's score correction, for selection only
+  const void* logits_in;       // select kernel: [M, ldi] logits (bias already added), bf16 or fp32 (kInputF32)
+  void* logits;                // fused kernel: [M, ldl] logits output (fp32 if kLogitsF32, else bf16), or nullptr
+  void* weights;               // [M, ldk] fp32, or bf16 if kWeightsBf16
+  void* ids;                   // [M, ldk] int32, or int64 if kIdsInt64
+  long long ldx, ldw, ldi, ldl, ldk;  // row strides in elements
+  int M, N, K, top_k;
+  int mode, flags, n_group, topk_group;
+  float scale;                 // sigmoid mode: routed_scaling_factor (1.0 otherwise)
+  int reserved;
+};
+static_assert(sizeof(RouteParams) == 144, "RouteParams must match families/route.py's PARAMS");
+static_assert(offsetof(RouteParams, logits_in) == 32 && offsetof(RouteParams, ids) == 56, "RouteParams layout");
+static_assert(offsetof(RouteParams, ldx) == 64 && offsetof(RouteParams, ldk) == 96, "RouteParams layout");
+static_assert(offsetof(RouteParams, M) == 104 && offsetof(RouteParams, top_k) == 116, "RouteParams layout");
+static_assert(offsetof(RouteParams, mode) == 120 && offsetof(RouteParams, topk_group) == 132, "RouteParams layout");
+static_assert(offsetof(RouteParams, scale) == 136 && offsetof(RouteParams, reserved) == 140, "RouteParams layout");
+
+enum : int { kModeTopkSoftmax = 0, kModeSoftmaxTopk = 1, kModeSigmoid = 2 };
+enum : int { kRenormalize = 1, kSelectBf16 = 2, kLogitsF32 = 4, kWeightsBf16 = 8, kIdsInt64 = 16, kInputF32 = 32 };
+
+constexpr int kRouteMaxExperts = 384;
+constexpr int kRouteMaxTopK = 8;
+constexpr int kRouteMaxPerLane = (kRouteMaxExperts + 31) / 32;  // 12
+constexpr int kSelectWarps = 8;                                  // rows per CTA of route_select
+
+namespace detail {
+
+// Ordered uint32 image of a float: a > b (as floats) iff key(a) > key(b); -0 and +0 share a key (they compare
+// equal, so their tie goes to the lower id); every NaN is 0xFFFFFFFF, above +inf (0xFF800000); -inf is 0x007FFFFF,
+// so 0 stays free for "removed or not an expert".
+__device__ __forceinline__ uint32_t order_key(float f) {
+  uint32_t u = __float_as_uint(f);
+  if (f == 0.f) u = 0u;
+  const uint32_t k = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return isnan(f) ? 0xFFFFFFFFu : k;
+}
+
+__device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// Top-2 (by order_key) of a multiset, as keys and values; keys 0 are empty slots.
+struct Top2 {
+  uint32_t k1, k2;
+  float f1, f2;
+};
+
+__device__ __forceinline__ void top2_insert(Top2& t, uint32_t k, float f) {
+  if (k > t.k1) {
+    t.k2 = t.k1; t.f2 = t.f1; t.k1 = k; t.f1 = f;
+  } else if (k > t.k2) {
+    t.k2 = k; t.f2 = f;
+  }
+}
+
+__device__ __forceinline__ uint32_t cluster_num_ctas() {
+  uint32_t n;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
+  return n;
+}
+
+}  // namespace detail
+
+// The expert choice for one row, by a whole warp (all 32 lanes call it, convergent).
+//   v[i]:  the logit of expert lane * P + i (bias added, kSelectBf16 rounding already applied); ignored for
+//          experts >= N and i >= P
+//   cb[i]: sigmoid mode's correction sel_bias[lane * P + i] (0 if none); ignored in the other modes
+// Writes weights[row * ldk + j] and ids[row * ldk + j] for j < top_k, in selection order.
+template <int kMaxP>
+__device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float (&cb)[kMaxP], int P,
+                                           const RouteParams& p, long long row) {
+  static_assert(kMaxP >= 1 && kMaxP <= kRouteMaxPerLane, "at most 384 experts");
+  constexpr unsigned kAll = 0xFFFFFFFFu;
+  const int lane = threadIdx.x & 31;
+  const int N = p.N;
+  const int top_k = min(p.top_k, min(kRouteMaxTopK, N));  // the host guarantees p.top_k <= min(8, N)
+  const int base = lane * P;
+
+  uint32_t key[kMaxP];  // selection key, 0 = removed or not an expert
+  float val[kMaxP];     // what the weight is made of: the logit (softmax modes) or the sigmoid score
+  float mx = 0.f, sum = 0.f;  // softmax_topk: max and sum of exp over all N
+  if (p.mode == kModeSigmoid) {
+    float c[kMaxP];
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i) {
+      const float s = 1.0f / (1.0f + expf(-v[i]));
+      val[i] = s;
+      c[i] = s + cb[i];
+    }
+    if (p.n_group > 1) {
+      // Group g holds experts [g * gs, (g + 1) * gs), gs a multiple of P: lanes [g * L, (g + 1) * L), L = gs / P.
+      // Group score: the sum of its two largest choice values (NaN largest, as torch.topk).
+      const int gs = N / p.n_group;
+      const int L = max(gs / P, 1);
+      const int gl = lane % L;
+      detail::Top2 t{0u, 0u, 0.f, 0.f};
+#pragma unroll
+      for (int i = 0; i < kMaxP; ++i)
+        if (i < P && base + i < N) detail::top2_insert(t, detail::order_key(c[i]), c[i]);
+      // Segmented tree over the group's lanes: after step `off`, lane j holds the top-2 of lanes
+      // [j, min(j + 2 off, group end)). The shuffles are convergent: L is the same in every lane.
+#pragma unroll
+      for (int off = 1; off < 32; off <<= 1) {
+        if (off >= L) break;
+        const uint32_t ok1 = __shfl_down_sync(kAll, t.k1, off), ok2 = __shfl_down_sync(kAll, t.k2, off);
+        const float of1 = __shfl_down_sync(kAll, t.f1, off), of2 = __shfl_down_sync(kAll, t.f2, off);
+        if (gl + off < L) {
+          detail::top2_insert(t, ok1, of1);
+          detail::top2_insert(t, ok2, of2);
+        }
+      }
+      const float score = gs >= 2 ? t.f1 + t.f2 : t.f1;  // at the group's first lane
+      // Lane g < n_group takes group g's score; keep the topk_group best groups (ties -> lower group id).
+      const float gscore = __shfl_sync(kAll, score, lane < p.n_group ? lane * L : 0);
+      uint32_t gkey = lane < p.n_group ? detail::order_key(gscore) : 0u;
+      bool keep = false;
+      for (int r = 0; r < p.topk_group; ++r) {
+        const uint32_t kmax = __reduce_max_sync(kAll, gkey);
+        const uint32_t win = __reduce_min_sync(kAll, gkey == kmax ? static_cast<uint32_t>(lane) : 32u);
+        if (static_cast<uint32_t>(lane) == win) { keep = true; gkey = 0u; }
+      }
+      const uint32_t kept = __ballot_sync(kAll, keep);
+      if (!((kept >> min(lane / L, 31)) & 1u)) {
+        // As transformers' DeepseekV3TopkRouter (5.x) and routing_ref.py: the other groups' choice values are
+        // masked with -inf, so they rank below every kept expert (but stay selectable, so ids stay distinct).
+#pragma unroll
+        for (int i = 0; i < kMaxP; ++i) c[i] = __int_as_float(0xFF800000);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i) key[i] = (i < P && base + i < N) ? detail::order_key(c[i]) : 0u;
+  } else {
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i) {
+      val[i] = v[i];
+      key[i] = (i < P && base + i < N) ? detail::order_key(v[i]) : 0u;
+    }
+    if (p.mode == kModeSoftmaxTopk) {
+      mx = __int_as_float(0xFF800000);
+#pragma unroll
+      for (int i = 0; i < kMaxP; ++i)
+        if (key[i] != 0u) mx = fmaxf(mx, v[i]);
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(kAll, mx, off));
+#pragma unroll
+      for (int i = 0; i < kMaxP; ++i)
+        if (key[i] != 0u) sum += expf(v[i] - mx);
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(kAll, sum, off);
+    }
+  }
+
+  // top_k rounds; lane j keeps the j-th choice.
+  int my_id = 0;
+  float my_val = 0.f;
+#pragma unroll
+  for (int r = 0; r < kRouteMaxTopK; ++r) {
+    if (r >= top_k) break;
+    uint32_t bk = 0u;
+    int bi = 0x7FFFFFFF;
+    float bv = 0.f;
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i)
+      if (key[i] > bk) { bk = key[i]; bi = base + i; bv = val[i]; }  // strict: the lower id wins a tie
+    const uint32_t kmax = __reduce_max_sync(kAll, bk);
+    const uint32_t win = __reduce_min_sync(kAll, bk == kmax ? static_cast<uint32_t>(bi) : 0xFFFFFFFFu);
+    const uint32_t owner = __ballot_sync(kAll, static_cast<uint32_t>(bi) == win);
+    const float wv = __shfl_sync(kAll, bv, __ffs(owner) - 1);
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i)
+      if (static_cast<uint32_t>(base + i) == win) key[i] = 0u;
+    if (lane == r) { my_id = static_cast<int>(win); my_val = wv; }
+  }
+
+  // Weights; lanes < top_k <= 8 hold the choices, so xor-shuffles over 4, 2, 1 sum them.
+  const bool mine = lane < top_k;
+  float wgt;
+  if (p.mode == kModeTopkSoftmax) {
+    const float l0 = __shfl_sync(kAll, my_val, 0);  // the largest selected logit
+    const float e = mine ? expf(my_val - l0) : 0.f;
+    float s = e;
+#pragma unroll
+    for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(kAll, s, off);
+    wgt = e / s;
+  } else {
+    wgt = p.mode == kModeSoftmaxTopk ? expf(my_val - mx) / sum : my_val;
+    if (p.flags & kRenormalize) {
+      float s = mine ? wgt : 0.f;
+#pragma unroll
+      for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(kAll, s, off);
+      wgt = p.mode == kModeSoftmaxTopk ? wgt / s : wgt / (s + 1e-20f);
+    }
+    if (p.mode == kModeSigmoid) wgt *= p.scale;
+  }
+  if (mine) {
+    const long long o = row * p.ldk + lane;
+    const int id = min(max(my_id, 0), N - 1);  // belt and braces: the rounds only ever pick ids < N
+    if (p.flags & kWeightsBf16)
+      static_cast<__nv_bfloat16*>(p.weights)[o] = __float2bfloat16_rn(wgt);
+    else
+      static_cast<float*>(p.weights)[o] = wgt;
+    if (p.flags & kIdsInt64)
+      static_cast<long long*>(p.ids)[o] = id;
+    else
+      static_cast<int*>(p.ids)[o] = id;
+  }
+}
+
+// Fused router GEMM + selection. Template parameters, in order:
+//   kWarps:    warps per CTA, each a K slice (block = 32 * kWarps threads)
+//   kSplits:   CTAs per expert group, each a K range (S)
+//   kExpTiles: 16-expert MMA tiles per CTA (E): an expert group is 16E experts
+//   kTokTiles: 8-token MMA tiles per cluster (T)
+//   kUnroll:   64-wide K chunks in flight per warp
+template <int kWarps, int kSplits, int kExpTiles, int kTokTiles, int kUnroll>
+__device__ __forceinline__ void route_fused(const RouteParams& p) {
+  static_assert(kSplits >= 1 && kSplits <= 16 && kWarps >= 1 && kWarps <= 32, "bad configuration");
+  constexpr int kThreads = 32 * kWarps;
+  constexpr int kGroupExperts = 16 * kExpTiles;
+  // Expert groups one cluster can hold: 16 CTAs at most, and no more than 384 experts need.
+  constexpr int kMaxGroups = (16 / kSplits) < (kRouteMaxExperts + kGroupExperts - 1) / kGroupExperts
+                                 ? (16 / kSplits) : (kRouteMaxExperts + kGroupExperts - 1) / kGroupExperts;
+  constexpr int kTileN = kGroupExperts * kMaxGroups;  // logits tile width: every N this configuration takes
+  constexpr int kMaxN = kTileN < kRouteMaxExperts ? kTileN : kRouteMaxExperts;
+  constexpr int kMaxP = (kMaxN + 31) / 32;
+  constexpr int kRows = 8 * kTokTiles;
+  constexpr int kFrag = kExpTiles * kTokTiles * 32;   // float4 fragments of a CTA's tile
+  constexpr int kPartBytes = kWarps * kFrag * 16;     // its warps' partials
+  constexpr int kTileBytes = kRows * kTileN * 4;      // the leader's logits tile (reuses the partials' space)
+  constexpr int kScratch = (kPartBytes > kTileBytes ? kPartBytes : kTileBytes) / 16;
+  constexpr int kBiasPerThread = (kMaxN + kThreads - 1) / kThreads;
+  static_assert(kMaxGroups >= 1, "bad configuration");
+
+  // Leader's receive buffer: [S][G][E][T][32 lanes] float4, in the MMA fragment layout.
+  __shared__ float4 recv[kSplits][kMaxGroups][kFrag];
+  __shared__ float4 scratch[kScratch];
+  __shared__ float bias_s[kTileN];
+  __shared__ float selb_s[kTileN];
+  __shared__ alignas(8) uint64_t recv_bar;  // counts the bytes of partial tiles sent to the leader
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int rank = static_cast<int>(cute::block_rank_in_cluster());
+  const int grp = rank / kSplits;    // expert group
+  const int split = rank % kSplits;  // K range
+  const bool leader = rank == 0;
+  const int n0 = grp * kGroupExperts;
+  const int m0 = blockIdx.y * kRows;
+  const int N = p.N;
+  const int groups = (N + kGroupExperts - 1) / kGroupExperts;
+  const uint32_t ctas = detail::cluster_num_ctas();
+  // A launch that does not match N would send into buffers that do not exist, or wait for bytes that never
+  // come: fail loudly instead.
+  if (groups > kMaxGroups || ctas != static_cast<uint32_t>(groups * kSplits)) __trap();
+
+  if (leader && threadIdx.x == 0) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(detail::smem_addr(&recv_bar)) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  cute::cluster_arrive_relaxed();  // waited on before the first remote store: the leader's mbarrier exists
+  // Dependents may launch now: their griddepcontrol.wait still waits for this whole grid to complete.
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+
+  // The leader's bias and correction (parameters, not the previous kernel's output) are loaded into registers
+  // with the first W loads, before griddepcontrol.wait, and stored to shared memory after the K loop.
+  float bias_pre[kBiasPerThread], selb_pre[kBiasPerThread];
+  float acc[kExpTiles][kTokTiles][4];
+  splitk_mainloop<kSplits * kWarps, kExpTiles, kTokTiles, kUnroll>(
+      p, n0, m0, split * kWarps + warp, acc, [&] {
+#pragma unroll
+        for (int b = 0; b < kBiasPerThread; ++b) {
+          const int n = static_cast<int>(threadIdx.x) + b * kThreads;
+          bias_pre[b] = 0.f;
+          selb_pre[b] = 0.f;
+          if (leader && n < N) {
+            if (p.bias != nullptr) bias_pre[b] = __bfloat162float(p.bias[n]);
+            if (p.sel_bias != nullptr) selb_pre[b] = p.sel_bias[n];
+          }
+        }
+      });
+
+  // Reduce the warps' partials in a fixed order and send the CTA's tile to the leader.
+  float4* part = scratch;  // [kWarps][kFrag]
+#pragma unroll
+  for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+    for (int t = 0; t < kTokTiles; ++t)
+      part[warp * kFrag + (e * kTokTiles + t) * 32 + lane] =
+          make_float4(acc[e][t][0], acc[e][t][1], acc[e][t][2], acc[e][t][3]);
+  if (leader) {
+#pragma unroll
+    for (int b = 0; b < kBiasPerThread; ++b) {
+      const int n = static_cast<int>(threadIdx.x) + b * kThreads;
+      if (n < kTileN) { bias_s[n] = bias_pre[b]; selb_s[n] = selb_pre[b]; }
+    }
+  }
+  __syncthreads();
+  cute::cluster_wait();
+  if (leader && threadIdx.x == 0) {
+    // Every CTA of the cluster (the leader included) sends its whole tile, whether or not its experts are < N.
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+                 :: "r"(detail::smem_addr(&recv_bar)), "r"(ctas * kFrag * 16u) : "memory");
+  }
+  for (int i = threadIdx.x; i < kFrag; i += kThreads) {
+    float4 s = part[i];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) {
+      const float4 r = part[w * kFrag + i];
+      s.x += r.x; s.y += r.y; s.z += r.z; s.w += r.w;
+    }
+    detail::st_async_v4(&recv[split][grp][i].x, &recv_bar, 0u, s);
+  }
+  if (!leader) return;  // uniform in the CTA; nothing here is read by another CTA
+
+  // Leader: every thread waits, so its shared memory outlives the stores still flying into it. The wait also
+  // orders the reuse of `scratch` below after every read of `part` (each st.async carries what was read), and
+  // the __syncthreads makes that plain.
+  __syncthreads();
+  detail::mbarrier_wait_cluster(&recv_bar, 0);
+
+  // Sum the S partials of each fragment in a fixed order, add bias: fp32 logits tile [kRows][kTileN].
+  float* tile = reinterpret_cast<float*>(scratch);
+  for (int i = threadIdx.x; i < groups * kFrag; i += kThreads) {
+    const int gi = i / kFrag, f = i % kFrag;
+    const int e = f / (kTokTiles * 32), t = (f / 32) % kTokTiles, src_lane = f % 32;
+    float4 s = recv[0][gi][f];
+#pragma unroll
+    for (int sp = 1; sp < kSplits; ++sp) {
+      const float4 r = recv[sp][gi][f];
+      s.x += r.x; s.y += r.y; s.z += r.z; s.w += r.w;
+    }
+    const float vals[4] = {s.x, s.y, s.z, s.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = gi * kGroupExperts + 16 * e + (src_lane >> 2) + 8 * (j >> 1);
+      const int m = 8 * t + 2 * (src_lane & 3) + (j & 1);
+      if (n < N) tile[m * kTileN + n] = p.bias != nullptr ? vals[j] + bias_s[n] : vals[j];
+    }
+  }
+  __syncthreads();
+
+  // Logits output (the unrounded fp32 values, stored as fp32 or bf16), row by row, coalesced.
+  if (p.logits != nullptr) {
+#pragma unroll 1
+    for (int r = 0; r < kRows; ++r) {
+      if (m0 + r >= p.M) break;
+      const long long o = static_cast<long long>(m0 + r) * p.ldl;
+      for (int n = threadIdx.x; n < N; n += kThreads) {
+        const float l = tile[r * kTileN + n];
+        if (p.flags & kLogitsF32)
+          static_cast<float*>(p.logits)[o + n] = l;
+        else
+          static_cast<__nv_bfloat16*>(p.logits)[o + n] = __float2bfloat16_rn(l);
+      }
+    }
+  }
+
+  // Selection: warp w takes tokens w, w + kWarps, ... (no barrier below, so a warp may stop early).
+  const int P = (N + 31) >> 5;
+  const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
+  const bool sigmoid = p.mode == kModeSigmoid;
+#pragma unroll 1
+  for (int r = warp; r < kRows; r += kWarps) {
+    if (m0 + r >= p.M) break;
+    float v[kMaxP], cb[kMaxP];
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i) {
+      const int n = lane * P + i;
+      const bool ok = i < P && n < N;
+      const float l = ok ? tile[r * kTileN + n] : 0.f;
+      v[i] = sel_bf16 ? detail::round_bf16(l) : l;
+      cb[i] = ok && sigmoid ? selb_s[n] : 0.f;
+    }
+    select_row<kMaxP>(v, cb, P, p, m0 + r);
+  }
+}
+
+// Select-only: logits_in [M, ldi] (bias included) -> weights, ids. 256 threads, a warp per row.
+__device__ __forceinline__ void route_select(const RouteParams& p) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  constexpr int kMaxP = kRouteMaxPerLane;
+  const int lane = threadIdx.x & 31;
+  const long long row = static_cast<long long>(blockIdx.x) * kSelectWarps + (threadIdx.x >> 5);
+  const int N = p.N;
+  const int P = (N + 31) >> 5;
+  const bool sigmoid = p.mode == kModeSigmoid;
+  // The correction is a parameter, not the previous kernel's output: load it before the wait.
+  float cb[kMaxP];
+#pragma unroll
+  for (int i = 0; i < kMaxP; ++i) {
+    const int n = lane * P + i;
+    cb[i] = (sigmoid && p.sel_bias != nullptr && i < P && n < N) ? p.sel_bias[n] : 0.f;
+  }
+  asm volatile("griddepcontrol.wait;" ::: "memory");  // the logits come from the previous kernel
+  if (row >= p.M) return;  // no barrier in this kernel
+  const bool in_f32 = (p.flags & kInputF32) != 0;
+  const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
+  float v[kMaxP];
+#pragma unroll
+  for (int i = 0; i < kMaxP; ++i) {
+    const int n = lane * P + i;
+    float l = 0.f;
+    if (i < P && n < N) {
+      const long long o = row * p.ldi + n;
+      l = in_f32 ? static_cast<const float*>(p.logits_in)[o]
+                 : __bfloat162float(static_cast<const __nv_bfloat16*>(p.logits_in)[o]);
+    }
+    v[i] = sel_bf16 ? detail::round_bf16(l) : l;
+  }
+  select_row<kMaxP>(v, cb, P, p, row);
+}
+
+}  // namespace cutlass_router
+
+// The entry points the project emits (families/route.py), as compiled in testing (notes/route-kernel/):
+//
+// extern "C" __global__ void __launch_bounds__(32 * W, 1)
+// crt_route_w{W}_s{S}_e{E}_t{T}_u{U}(const __grid_constant__ cutlass_router::RouteParams params) {
+//   cutlass_router::route_fused<W, S, E, T, U>(params);
+// }
+//
+// extern "C" __global__ void __launch_bounds__(256)
+// crt_route_select(const __grid_constant__ cutlass_router::RouteParams params) {
+//   cutlass_router::route_select(params);
+// }

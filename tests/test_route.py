@@ -1,0 +1,140 @@
+"""route() on the CPU path (what CI can run): the op, its fake, opcheck, torch.compile, out=, errors."""
+import re
+
+import pytest
+import torch
+
+import cutlass_router
+from cutlass_router import ops, route
+from cutlass_router.routing_ref import route_reference
+
+BF16 = torch.bfloat16
+DS = dict(scoring="sigmoid", n_group=4, topk_group=2, renormalize=True, routed_scaling_factor=2.5,
+          logit_precision="fp32")
+
+
+def rand(*shape, scale=1.0, seed=0):
+    return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale).to(BF16)
+
+
+def inputs(M=7, N=32, K=64):
+    return rand(M, K, seed=1), rand(N, K, scale=K ** -0.5, seed=2), rand(N, seed=3)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(scoring="softmax_topk"), dict(scoring="softmax_topk", renormalize=True),
+                                DS, dict(logit_precision="fp32")])
+def test_route_is_the_reference_in_the_asked_dtypes(kw):
+    x, w, b = inputs()
+    cb = torch.randn(32) if kw.get("scoring") == "sigmoid" else None
+    bias = None if kw.get("scoring") == "sigmoid" else b
+    r = route(x, w, bias, 4, correction_bias=cb, return_logits=True, **kw)
+    ref_w, ref_i, ref_l = route_reference(x, w, bias, 4, correction_bias=cb, **kw)
+    assert r.weights.dtype == torch.float32 and r.ids.dtype == torch.int32 and r.logits.dtype == BF16
+    assert torch.equal(r.ids.long(), ref_i) and torch.equal(r.weights, ref_w)
+    assert torch.equal(r.logits, ref_l.to(BF16))
+    r2 = route(x, w, bias, 4, correction_bias=cb, weights_dtype=BF16, ids_dtype=torch.int64, **kw)
+    assert r2.logits is None and r2.ids.dtype == torch.int64 and r2.weights.dtype == BF16
+    assert torch.equal(r2.ids, ref_i) and torch.equal(r2.weights, ref_w.to(BF16))
+
+
+def test_leading_dims_and_empty_batch():
+    x, w, b = inputs(6)
+    r = route(x.view(2, 3, 64), w, b, 2, return_logits=True)
+    assert r.weights.shape == (2, 3, 2) and r.ids.shape == (2, 3, 2) and r.logits.shape == (2, 3, 32)
+    assert torch.equal(r.ids.view(6, 2), route(x, w, b, 2).ids)
+    e = route(x[:0], w, b, 4)
+    assert e.weights.shape == (0, 4) and e.ids.shape == (0, 4)
+
+
+def test_opcheck_route_and_route_out():
+    x, w, b = inputs(5)
+    base = (x, w, b, 4, "topk_softmax", False, 1, 1, None, 1.0, "bf16")
+    torch.library.opcheck(torch.ops.cutlass_router.route.default, base + (None, torch.float32, torch.int32))
+    torch.library.opcheck(torch.ops.cutlass_router.route.default, base + (torch.float32, BF16, torch.int64))
+    torch.library.opcheck(torch.ops.cutlass_router.route.default,
+                          (x, w, None, 3, "sigmoid", True, 4, 2, torch.randn(32), 2.5, "fp32", None, torch.float32,
+                           torch.int32))
+    out = (torch.empty(5, 4), torch.empty(5, 4, dtype=torch.int32), torch.empty(5, 32, dtype=BF16))
+    torch.library.opcheck(torch.ops.cutlass_router.route_out.default, base + out)
+    torch.library.opcheck(torch.ops.cutlass_router.route_out.default, base + out[:2] + (None,))
+
+
+def test_torch_compile_fullgraph_dynamic():
+    x, w, b = inputs(33)
+
+    def gate(t):
+        r = route(t, w, b, 4)
+        return r.weights, r.ids
+
+    compiled = torch.compile(gate, fullgraph=True, dynamic=True, backend="eager")
+    for M in (1, 5, 33):
+        got, want = compiled(x[:M]), gate(x[:M])
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_out_variant_writes_in_place():
+    x, w, b = inputs(7)
+    weights, ids = torch.full((7, 4), float("nan")), torch.full((7, 4), -1, dtype=torch.int32)
+    logits = torch.full((7, 32), float("nan"))
+    r = route(x, w, b, 4, out=(weights, ids, logits))
+    assert r.weights is weights and r.ids is ids and r.logits is logits
+    want = route(x, w, b, 4, logits_dtype=torch.float32)
+    assert torch.equal(weights, want.weights) and torch.equal(ids, want.ids) and torch.equal(logits, want.logits)
+    w3, i3 = torch.empty(1, 7, 4), torch.empty(1, 7, 4, dtype=torch.int64)
+    route(x.view(1, 7, 64), w, b, 4, out=(w3, i3))
+    assert torch.equal(i3[0], want.ids.long())
+
+
+@pytest.mark.parametrize("kwargs,exc,pattern", [
+    (dict(top_k=0), ValueError, "top_k must be in [1, 32]"),
+    (dict(top_k=33), ValueError, "top_k must be in [1, 32]"),
+    (dict(top_k=2.0), TypeError, "top_k must be an int"),
+    (dict(scoring="softmax"), ValueError, "scoring must be one of"),
+    (dict(logit_precision="fp16"), ValueError, "logit_precision must be 'bf16' or 'fp32'"),
+    (dict(weights_dtype=torch.float16), TypeError, "weights_dtype must be torch.float32 or torch.bfloat16"),
+    (dict(ids_dtype=torch.int16), TypeError, "ids_dtype must be torch.int32 or torch.int64"),
+    (dict(logits_dtype=torch.float16), TypeError, "logits_dtype must be"),
+    (dict(renormalize=1, scoring="softmax_topk"), TypeError, "renormalize must be True or False"),
+    (dict(renormalize=True), ValueError, "renormalize does not apply to scoring='topk_softmax'"),
+    (dict(n_group=4, topk_group=2), ValueError, "belong to scoring='sigmoid'"),
+    (dict(scoring="sigmoid", n_group=5), ValueError, "n_group = 5 must divide the 32 experts"),
+    (dict(scoring="sigmoid", n_group=4, topk_group=5), ValueError, "topk_group must be in [1, 4]"),
+    (dict(scoring="sigmoid", n_group=8, topk_group=1, top_k=5), ValueError, "top_k = 5 is more than the 4"),
+    (dict(scoring="sigmoid", correction_bias=torch.zeros(32, dtype=BF16)), TypeError, "correction_bias must be torch.float32"),
+    (dict(scoring="sigmoid", correction_bias=torch.zeros(16)), ValueError, "correction_bias must be 1-D of length 32"),
+    (dict(scoring="sigmoid", routed_scaling_factor=float("nan")), TypeError, "routed_scaling_factor must be a finite"),
+    (dict(pdl="yes"), TypeError, "pdl must be True, False or None"),
+    (dict(batch_invariant=1), TypeError, "batch_invariant must be True, False or None"),
+    (dict(out=(torch.empty(7, 3), torch.empty(7, 4, dtype=torch.int32))), ValueError, "out's weights must have shape (7, 4)"),
+    (dict(out=(torch.empty(7, 4), torch.empty(7, 4))), TypeError, "out's ids must be one of"),
+    (dict(out=(torch.empty(7, 4),)), TypeError, "out must be a tuple (weights, ids)"),
+])
+def test_bad_arguments_name_the_argument(kwargs, exc, pattern):
+    x, w, b = inputs(7)
+    kw = dict(kwargs)
+    top_k = kw.pop("top_k", 4)
+    bias = None if kw.get("scoring") == "sigmoid" else b
+    with pytest.raises(exc, match=re.escape(pattern)):
+        route(x, w, bias, top_k, **kw)
+
+
+def test_x_and_weight_errors_are_router_gemm_s():
+    x, w, b = inputs(7)
+    with pytest.raises(TypeError, match="x must be torch.bfloat16"):
+        route(x.float(), w, b, 4)
+    with pytest.raises(ValueError, match="pass weight, not weight.T"):
+        route(x, w.T.contiguous(), None, 4)
+
+
+def test_eager_and_dispatcher_paths_agree(monkeypatch):
+    x, w, b = inputs(9)
+    eager = route(x, w, b, 4, return_logits=True)
+    monkeypatch.setattr(ops, "needs_dispatcher", lambda *tensors: True)
+    dispatched = route(x, w, b, 4, return_logits=True)
+    assert all(torch.equal(p, q) for p, q in zip(eager, dispatched))
+    with pytest.raises(ValueError, match="top_k must be in"):
+        route(x, w, b, 40)
+
+
+def test_public_name():
+    assert cutlass_router.route is route and cutlass_router.RouteResult._fields == ("weights", "ids", "logits")
