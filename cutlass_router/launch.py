@@ -140,7 +140,9 @@ def _libcuda_launch():
 
 
 def _handle(obj) -> int:
-    return int(obj) if not hasattr(obj, "getPtr") else int(obj.getPtr())
+    """The driver handle a cuda.bindings object wraps (int() of it; its getPtr() is the address of the wrapper's
+    storage, not the handle)."""
+    return int(obj)
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ def _bindings_launch(p: _Launch, argv: int) -> int:
         attrs.append(a)
     cfg.attrs, cfg.numAttrs = attrs, len(attrs)
     cfg.hStream = driver.CUstream(c.hStream or 0)
-    return int(driver.cuLaunchKernelEx(cfg, driver.CUkernel(p.kernel), argv, 0)[0])
+    return int(driver.cuLaunchKernelEx(cfg, driver.CUfunction(p.kernel), argv, 0)[0])
 
 
 def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, grid: tuple[int, int, int],

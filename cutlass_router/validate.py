@@ -122,6 +122,9 @@ def check_route(x, weight, bias, top_k, scoring, renormalize, n_group, topk_grou
         return
     if N % n_group:
         raise ValueError(f"n_group = {n_group} must divide the {N} experts")
+    if n_group > 1 and N // n_group < 2:
+        raise ValueError(f"n_group = {n_group} leaves {N // n_group} expert per group: a group's score is the sum of "
+                         "its two largest scores (DeepSeek-V3), so groups need at least 2 experts")
     if top_k > topk_group * (N // n_group):
         raise ValueError(f"top_k = {top_k} is more than the {topk_group * (N // n_group)} experts of the "
                          f"{topk_group} groups kept")

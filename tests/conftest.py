@@ -55,3 +55,44 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 def fp64_ref(x, w, b):
     y = x.double() @ w.double().T
     return y if b is None else y + b.double()
+
+
+EARLY_TRIGGER_SOURCE = r"""
+#include "splitk_mma.cuh"
+// A producer that lets its dependents launch at once (as a Triton kernel with gdc_launch_dependents, or
+// tinygemm2, does), spins p.K nanoseconds, then copies p.M 16-byte words from p.x to p.out.
+extern "C" __global__ void crt_test_early_trigger_copy(const __grid_constant__ cutlass_router::SplitKParams p) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do { asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); } while (t - t0 < p.K);
+  const uint4* src = reinterpret_cast<const uint4*>(p.x);
+  uint4* dst = reinterpret_cast<uint4*>(p.out);
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < p.M; i += (long long)gridDim.x * blockDim.x)
+    dst[i] = src[i];
+}
+"""
+
+
+def early_trigger_copy():
+    """copy(src, dst, spin_ns): poisons nothing itself; launched on the current stream without PDL, it triggers its
+    dependents at once and writes dst only after spin_ns. A dependent launched with PDL that read dst before its
+    griddepcontrol.wait would see dst's old contents."""
+    import torch
+
+    from cutlass_router import launch, manifest, plan
+    from cutlass_router.families import splitk_mma
+
+    entry = manifest.KernelEntry("crt_test_early_trigger_copy", "splitk_mma", "", "", "", "bf16", {},
+                                 {"block_threads": 256, "cluster": 1, "tile_tokens": 1, "tile_experts": 1})
+    k = launch.load_entry(entry, EARLY_TRIGGER_SOURCE)
+
+    def copy(src, dst, spin_ns=20000):
+        assert src.is_contiguous() and dst.is_contiguous() and src.nbytes == dst.nbytes and src.nbytes % 16 == 0
+        buf = launch.params_buffer()[0]
+        splitk_mma.PARAMS.pack_into(buf, 0, src.data_ptr(), 0, 0, dst.data_ptr(), 0, 0, 0, src.nbytes // 16, 0,
+                                    spin_ns, 0)
+        dev = src.get_device()
+        launch.launch(k, dev, plan.raw_stream(dev), False, (64, 1, 1))
+
+    return copy

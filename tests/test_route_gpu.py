@@ -29,8 +29,8 @@ def modes(N, top_k):
     yield dict(scoring="topk_softmax"), True
     yield dict(scoring="softmax_topk", renormalize=top_k > 1), True
     per_lane = -(-N // 32)
-    groups = next((g for g in (8, 4, 2) if N % g == 0 and (N // g) % per_lane == 0 and top_k <= (g // 2) * (N // g)),
-                  1)
+    groups = next((g for g in (8, 4, 2) if N % g == 0 and N // g >= 2 and (N // g) % per_lane == 0
+                   and top_k <= (g // 2) * (N // g)), 1)
     yield dict(scoring="sigmoid", n_group=groups, topk_group=max(1, groups // 2), renormalize=True,
                routed_scaling_factor=2.5, logit_precision="fp32"), False
 
@@ -87,28 +87,32 @@ def test_every_fused_kernel_forced(symbol, monkeypatch):
 
 
 def test_ties_nan_inf_keep_ids_valid_and_distinct():
-    """Logits built directly (x one-hot, W = the wanted logits): all-equal rows, NaN, +-Inf."""
-    N, K, top_k = 128, 128, 8
-    x = torch.eye(K, device="cuda", dtype=BF16)[:6]
-    table = torch.zeros(6, N)
-    table[1, 5] = float("nan")
-    table[1, 7] = float("nan")
-    table[2, 3] = float("inf")
-    table[3, :] = float("-inf")
-    table[4, ::3] = float("nan")
-    table[5] = torch.arange(N) % 4  # many ties
-    w = torch.zeros(N, K, dtype=BF16)
-    w[:, :6] = table.T.to(BF16)
-    w = w.cuda()
+    """Rows of chosen logits (x one-hot, W's first column = the logits, so no 0 x NaN leaks into other experts):
+    all equal, NaN, +-Inf, many ties."""
+    N, top_k = 128, 8
+    rows = torch.zeros(6, N)
+    rows[1, 5] = rows[1, 7] = float("nan")
+    rows[2, 3] = float("inf")
+    rows[3, :] = float("-inf")
+    rows[4, ::3] = float("nan")
+    rows[5] = (torch.arange(N) % 4).float()  # many ties
+    x = torch.zeros(1, 8, device="cuda", dtype=BF16)
+    x[0, 0] = 1
     for kw, _ in modes(N, top_k):
-        r = route(x, w, None, top_k, return_logits=True, logits_dtype=torch.float32, **kw)
-        assert ((r.ids >= 0) & (r.ids < N)).all() and all(len(set(row.tolist())) == top_k for row in r.ids)
-        assert r.ids[0].tolist() == list(range(top_k))  # all equal: lowest ids
-        if kw["scoring"] != "sigmoid":
-            assert r.ids[1, :2].tolist() == [5, 7]  # NaN ranks first, lower id first
-            assert r.ids[2, 0].item() == 3  # +inf next
-        rw, ri = select(r.logits, top_k, **kw)
-        assert torch.equal(r.ids.long(), ri)
+        for r in range(rows.shape[0]):
+            w = torch.zeros(N, 8, device="cuda", dtype=BF16)
+            w[:, 0] = rows[r].to(BF16)
+            out = route(x, w, None, top_k, logits_dtype=torch.float32, **kw)
+            ids = out.ids[0].tolist()
+            assert all(0 <= i < N for i in ids) and len(set(ids)) == top_k, (kw, r, ids)
+            rw, ri = select(out.logits, top_k, **kw)
+            assert ids == ri[0].tolist(), (kw, r)
+            if r == 0:
+                assert ids == list(range(top_k))  # all equal: the lowest ids
+            if r == 1 and kw["scoring"] != "sigmoid":
+                assert ids[:2] == [5, 7]  # NaN ranks first, lower id first
+            if r == 2 and kw["scoring"] != "sigmoid":
+                assert ids[0] == 3  # +inf next
 
 
 def test_cuda_graph_replay_with_a_pdl_consumer_under_memory_traffic():
@@ -186,3 +190,38 @@ def test_the_plan_uses_the_kernels():
         assert p.kernel is not None and p.reason is None, p.reason
         assert (p.gemm is None) == (dispatch.choose_route(128, 2880, M) != dispatch.GEMM_THEN_SELECT)
     assert fam.selection_blocker(400, 4, "topk_softmax", 1, 1)
+
+
+@pytest.mark.parametrize("M,N,K", [(1, 32, 2880), (13, 128, 2880), (64, 128, 2880), (3, 256, 7168),
+                                   (300, 128, 2880), (1000, 32, 2880)])
+def test_route_with_pdl_after_a_producer_that_triggers_early(M, N, K):
+    """As test_gpu's twin: x arrives 20 us after route launched (the producer triggers early); route must wait."""
+    from conftest import early_trigger_copy
+
+    copy = early_trigger_copy()
+    _, w, b, cb = inputs(M, N, K, seed=3)
+    sources = [inputs(M, N, K, seed=30 + i)[0] for i in range(4)]
+    kw = dict(scoring="sigmoid", n_group=8, topk_group=4, correction_bias=cb, renormalize=True,
+              logit_precision="fp32") if N == 256 else dict(scoring="topk_softmax")
+    bias = None if N == 256 else b
+    expected = [route(s, w, bias, 4, pdl=False, **kw) for s in sources]
+    x = torch.empty_like(sources[0])
+    bad = torch.zeros((), dtype=torch.int64, device="cuda")
+    for i in range(200):
+        x.fill_(float("nan"))
+        copy(sources[i % 4], x)
+        r = route(x, w, bias, 4, pdl=True, **kw)
+        bad += (r.ids != expected[i % 4].ids).sum() + (r.weights != expected[i % 4].weights).sum()
+    assert bad.item() == 0
+
+
+def test_route_runs_the_kernels_not_the_fallback(monkeypatch):
+    def no_fallback(*args, **kwargs):
+        raise AssertionError("the torch fallback ran")
+
+    monkeypatch.setattr(plan, "torch_route", no_fallback)
+    monkeypatch.setattr(plan, "torch_gemm", no_fallback)
+    for M, N, K in ((1, 32, 2880), (64, 128, 2880), (4096, 128, 2880), (8, 256, 7168), (8, 384, 2048)):
+        x, w, b, cb = inputs(M, N, K, seed=M)
+        for kw, with_bias in modes(N, 4):
+            run_and_check(x, w, b, cb, 4, dict(kw), with_bias)

@@ -38,9 +38,27 @@ struct SplitKParams {
 
 namespace detail {
 
+// W (and the bias) are never written by the kernel before this one, so they may come through the read-only path
+// and be issued before griddepcontrol.wait, where they overlap the previous kernel. A volatile asm keeps them
+// there: the compiler does not move volatile asm across the (volatile) wait, in either direction.
 __device__ __forceinline__ uint4 load_16B(const __nv_bfloat16* p, bool pred) {
   uint4 v = make_uint4(0u, 0u, 0u, 0u);
-  if (pred) v = __ldg(reinterpret_cast<const uint4*>(p));
+  if (pred)
+    asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+
+// x may be written by the previous kernel while this one already runs (PDL). ld.global.nc (__ldg) promises the
+// data is constant for the kernel's whole life, which lets the compiler hoist it above griddepcontrol.wait: it did
+// (every x load of the first batch sat before the wait in the SASS, and a producer that triggers its dependents
+// early then fed them stale x). A volatile asm load with a memory clobber stays after the wait, and .cg reads L2,
+// where the previous kernel's writes are once the wait returns.
+__device__ __forceinline__ uint4 load_16B_after_wait(const __nv_bfloat16* p, bool pred) {
+  uint4 v = make_uint4(0u, 0u, 0u, 0u);
+  if (pred)
+    asm volatile("ld.global.cg.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
   return v;
 }
 
@@ -164,8 +182,8 @@ __device__ __forceinline__ void splitk_mainloop(const Params& p, int n0, int m0,
       for (int t = 0; t < kTokTiles; ++t)
 #pragma unroll
         for (int v = 0; v < 2; ++v)
-          xv[u][t][v] = detail::load_16B(xrow[t] + (c0 + u) * 64 + 32 * v,
-                                         in_range && k + 32 * v + 8 <= p.K);
+          xv[u][t][v] = detail::load_16B_after_wait(xrow[t] + (c0 + u) * 64 + 32 * v,
+                                                    in_range && k + 32 * v + 8 <= p.K);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u)
