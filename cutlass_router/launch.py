@@ -47,7 +47,7 @@ class LoadedKernel:
     host: ctypes.CDLL | None = None              # the family's host library, if it needs one
     pack: object = None                          # its <symbol>_pack, if any
     devices: set = field(default_factory=set)    # devices whose attributes are set
-    configs: dict = field(default_factory=dict)  # (grid x, y, z, pdl, stream) -> CUlaunchConfig, never mutated
+    configs: dict = field(default_factory=dict)  # (grid, cluster, pdl, stream) -> _Launch, never mutated
 
 
 _lock = threading.Lock()
@@ -154,10 +154,15 @@ class _Launch:
     kernel: int       # the CUkernel handle, passed where cuLaunchKernelEx takes a CUfunction (allowed since 12.0)
 
 
-def _config(k: LoadedKernel, grid: tuple[int, int, int], cluster: tuple[int, int, int], pdl: bool, stream: int):
+def _config(k: LoadedKernel, grid: tuple[int, int, int], cluster: tuple[int, int, int] | None, pdl: bool,
+            stream: int):
+    """cluster None: the kernel's own, as an attribute only if it has more than one CTA; a cluster the caller gives is
+    always an attribute, a 1-CTA one too (kernels that use cluster instructions need a cluster launch)."""
     attrs = (_Attr * 2)()
     n = 0
-    if cluster != (1, 1, 1):
+    given = cluster is not None
+    cluster = cluster or k.cluster
+    if given or cluster != (1, 1, 1):
         attrs[n].id = ATTR_CLUSTER_DIMENSION
         attrs[n].value[0], attrs[n].value[1], attrs[n].value[2] = cluster
         n += 1
@@ -169,7 +174,7 @@ def _config(k: LoadedKernel, grid: tuple[int, int, int], cluster: tuple[int, int
     if len(k.configs) >= 4096:  # prefill brings many grid heights: keep the cache bounded
         k.configs.clear()
     prepared = _Launch(cfg, attrs, ctypes.addressof(cfg), _handle(k.kernel))
-    k.configs[(*grid, *cluster, pdl, stream)] = prepared
+    k.configs[(grid, None if not given else cluster, pdl, stream)] = prepared
     return prepared
 
 
@@ -201,8 +206,7 @@ def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, grid: tuple[int
     not exceed the kernel's own, which is the largest its family launches it with."""
     if device not in k.devices:
         _prepare_device(k, device)
-    cluster = cluster or k.cluster
-    prepared = k.configs.get((*grid, *cluster, pdl, stream))
+    prepared = k.configs.get((grid, cluster, pdl, stream))
     if prepared is None:
         prepared = _config(k, grid, cluster, pdl, stream)
     call = _libcuda_launch()
