@@ -2,9 +2,11 @@
 
 By default each candidate is timed where it runs in a model, inside the decode-layer loop (yardstick.DecodeLoop:
 out-projection GEMM and residual, RMSNorm, then the router, in distinct layers so that the router weights are
-cold), launched as dispatch launches it (PDL per the package default). `method="isolated"` times back-to-back
-CUDA-graph replays of the kernel alone instead: W stays in L2 and PDL overlaps each call with the previous call
-of the same kernel, which a decode step never does; it is kept for comparison with earlier tables.
+cold), launched as dispatch launches it (PDL per the package default), for M up to DECODE_MAX_M. Above it (prefill)
+the loop's own time grows to milliseconds and the subtraction is noise (it once gave 2 us for M = 8192, less than
+reading x takes), so those sizes are timed in isolation. `method="isolated"` times every M by back-to-back
+CUDA-graph replays of the kernel alone: W stays in L2 and PDL overlaps each call with the previous call of the
+same kernel, which a decode step never does; it is kept for comparison with earlier tables.
 Every candidate is checked against a reference before it is timed. A rung's choice serves every M from the
 previous measured M (exclusive) to its own.
 """
@@ -21,6 +23,7 @@ from . import dispatch, env, manifest, ops, plan
 from .target import ARCH
 
 GEMM_FAMILIES = ("splitk_mma", "cutlass_sm90")
+DECODE_MAX_M = 512  # the decode-layer measure up to here, isolated replay above
 M_LADDER = tuple(2 ** i for i in range(14))  # 1 .. 8192
 METHODS = ("decode", "isolated")
 
@@ -50,7 +53,7 @@ def _isolated(fns: dict, rep_ms: int) -> dict:
 
 def _time(N, K, M, fns: dict, method: str, rep_ms: int, with_bias: bool) -> dict:
     """{key: us} for routing functions fn(x, w, b), by the chosen method."""
-    if method == "isolated":
+    if method == "isolated" or M > DECODE_MAX_M:
         g = torch.Generator(device="cuda").manual_seed(M)
         x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16, generator=g)
         w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
@@ -85,7 +88,7 @@ def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, method: str = "decode
             fns[sym] = lambda x_, w_, b_, sym=sym: ops.run_kernel(sym, x_, w_, b_, torch.bfloat16)
         table[M] = _time(N, K, M, fns, method, rep_ms, True)
         best = min(table[M], key=table[M].get)
-        log(f"GEMM N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({method})")
+        log(f"GEMM N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({_how(method, M)})")
     return table
 
 
@@ -125,8 +128,12 @@ def measure_route(model, ms=M_LADDER, rep_ms: int = 20, method: str = "decode", 
             fns[choice] = lambda x_, w_, b_, p=p: plan.run_route(p, x_, w_, b_, cb, None, pdl)
         table[M] = _time(N, K, M, fns, method, rep_ms, model.bias)
         best = min(table[M], key=table[M].get)
-        log(f"route N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({method})")
+        log(f"route N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({_how(method, M)})")
     return table
+
+
+def _how(method: str, M: int) -> str:
+    return "isolated" if method == "isolated" or M > DECODE_MAX_M else "decode layer"
 
 
 TIE = 0.03  # a choice within 3% of the best at this M is as good: keep the previous rung's then
@@ -161,7 +168,8 @@ def route_rungs(table: dict[int, dict[str, float]]) -> list[dict]:
 
 def _record(N, K, rungs_, table, command, method) -> dict:
     return {"N": N, "K": K, "card": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
-            "command": command, "method": method, "pdl": env.flag(env.PDL), "rungs": rungs_,
+            "command": command, "method": {str(M): _how(method, M) for M in sorted(table)}, "pdl": env.flag(env.PDL),
+            "rungs": rungs_,
             "us": {str(M): {s: round(t, 3) for s, t in sorted(row.items())} for M, row in sorted(table.items())}}
 
 
