@@ -16,7 +16,7 @@ for tool in memcheck racecheck synccheck initcheck; do
   echo "=== compute-sanitizer --tool $tool"
   if [ "$tool" = synccheck ]; then export SANITIZE_EXCLUDE=$CLUSTER16 SANITIZE_MAX_CLUSTER=8; echo "excluded: $CLUSTER16"
   else unset SANITIZE_EXCLUDE SANITIZE_MAX_CLUSTER; fi
-  timeout 300 compute-sanitizer --tool "$tool" --report-api-errors no --error-exitcode 99 --print-limit 10 \
+  timeout ${SANITIZE_TOOL_S:-300} compute-sanitizer --tool "$tool" --report-api-errors no --error-exitcode 99 --print-limit 10 \
     python3 scripts/sanitize_cases.py 2>&1 | grep -v "^========= COMPUTE-SANITIZER$" | tail -8
   rc=${PIPESTATUS[0]}
   echo "$tool exit code: $rc"
