@@ -83,9 +83,16 @@ def early_trigger_copy():
     from cutlass_router import launch, manifest, plan
     from cutlass_router.families import splitk_mma
 
+    from cutlass_router.build import ToolkitNotFound
+
     entry = manifest.KernelEntry("crt_test_early_trigger_copy", "splitk_mma", "", "", "", "bf16", {},
                                  {"block_threads": 256, "cluster": 1, "tile_tokens": 1, "tile_experts": 1})
-    k = launch.load_entry(entry, EARLY_TRIGGER_SOURCE)
+    try:
+        k = launch.load_entry(entry, EARLY_TRIGGER_SOURCE)
+    except ToolkitNotFound as e:  # the producer is a test kernel: it ships nowhere, so it needs nvcc
+        import pytest
+
+        pytest.skip(f"the early-triggering producer is compiled for the test: {e}")
 
     def copy(src, dst, spin_ns=20000):
         assert src.is_contiguous() and dst.is_contiguous() and src.nbytes == dst.nbytes and src.nbytes % 16 == 0
