@@ -343,7 +343,10 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
   }
   __syncthreads();
   cute::cluster_wait();
-  if (leader && threadIdx.x == 0) {
+  // A cluster of one CTA (N <= 16E and S = 1) keeps its tile with plain stores: st.async into a cluster of one is
+  // invalid (compute-sanitizer memcheck: "Cluster needs to have at least 2 blocks"), and nothing is in flight.
+  const bool alone = ctas == 1u;
+  if (leader && threadIdx.x == 0 && !alone) {
     // Every CTA of the cluster (the leader included) sends its whole tile, whether or not its experts are < N.
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
                  :: "r"(detail::smem_addr(&recv_bar)), "r"(ctas * kFrag * 16u) : "memory");
@@ -355,15 +358,18 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
       const float4 r = part[w * kFrag + i];
       s.x += r.x; s.y += r.y; s.z += r.z; s.w += r.w;
     }
-    detail::st_async_v4(&recv[split][grp][i].x, &recv_bar, 0u, s);
+    if (alone)
+      recv[split][grp][i] = s;
+    else
+      detail::st_async_v4(&recv[split][grp][i].x, &recv_bar, 0u, s);
   }
   if (!leader) return;  // uniform in the CTA; nothing here is read by another CTA
 
   // Leader: every thread waits, so its shared memory outlives the stores still flying into it. The wait also
   // orders the reuse of `scratch` below after every read of `part` (each st.async carries what was read), and
-  // the __syncthreads makes that plain.
+  // the __syncthreads makes that plain (and, alone, orders the plain stores above).
   __syncthreads();
-  detail::mbarrier_wait_cluster(&recv_bar, 0);
+  if (!alone) detail::mbarrier_wait_cluster(&recv_bar, 0);
 
   // Sum the S partials of each fragment in a fixed order, add bias: fp32 logits tile [kRows][kTileN].
   float* tile = reinterpret_cast<float*>(scratch);
