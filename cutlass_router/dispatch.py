@@ -33,12 +33,22 @@ _DEFAULT_MANY = (_rung(8, 4, 8, 1, 1, 2),) + _DEFAULT_FEW[1:]
 
 
 @lru_cache(maxsize=None)
-def tuned_table(arch: str = ARCH) -> dict[tuple[int, int], tuple[Rung, ...]]:
+def _tuned_file(arch: str = ARCH) -> dict:
     try:
-        data = json.loads(resources.files("cutlass_router").joinpath(f"tuned/{arch}.json").read_text())
+        return json.loads(resources.files("cutlass_router").joinpath(f"tuned/{arch}.json").read_text())
     except FileNotFoundError:
         return {}
-    return {(s["N"], s["K"]): tuple(Rung(**r) for r in s["rungs"]) for s in data["shapes"]}
+
+
+@lru_cache(maxsize=None)
+def tuned_table(arch: str = ARCH) -> dict[tuple[int, int], tuple[Rung, ...]]:
+    return {(s["N"], s["K"]): tuple(Rung(**r) for r in s["rungs"]) for s in _tuned_file(arch).get("shapes", [])}
+
+
+def reload() -> None:
+    """Read tuned/<arch>.json again (after tune wrote it)."""
+    for f in (_tuned_file, tuned_table, tuned_route_table):
+        f.cache_clear()
 
 
 def default_ladder(N: int) -> tuple[Rung, ...]:
@@ -94,11 +104,7 @@ _ROUTE_FUSED_MAX_M = 64
 
 @lru_cache(maxsize=None)
 def tuned_route_table(arch: str = ARCH) -> dict[tuple[int, int], tuple[RouteRung, ...]]:
-    try:
-        data = json.loads(resources.files("cutlass_router").joinpath(f"tuned/{arch}.json").read_text())
-    except FileNotFoundError:
-        return {}
-    return {(s["N"], s["K"]): tuple(RouteRung(**r) for r in s["rungs"]) for s in data.get("route", [])}
+    return {(s["N"], s["K"]): tuple(RouteRung(**r) for r in s["rungs"]) for s in _tuned_file(arch).get("route", [])}
 
 
 def default_route_ladder(N: int) -> tuple[RouteRung, ...]:

@@ -38,38 +38,36 @@ def _cached(symbol: str, key: str, suffix: str):
     return tc, (path if cache.read_verified(path) is not None else None), path, None
 
 
-def cubin(source: str, symbol: str, *, shipped: bool = True) -> Artifact:
-    """The cubin of this (expanded) source: shipped, cached or compiled now (then cached)."""
+def _resolve(source: str, symbol: str, shipped: bool, lookup, key: str, suffix: str, what: str, compile_) -> Artifact:
+    """The shipped file for exactly this source, else a verified cache file, else compile_(toolchain) -> (bytes,
+    report) now, cached."""
     if shipped:
-        path = prebuilt.lookup(symbol, source)
+        path = lookup(symbol, source)
         if path is not None:
             return Artifact(path, SHIPPED, "prebuilt (shipped with the package)")
-    tc, hit, path, missing = _cached(symbol, build.cubin_key(source), ".cubin")
+    tc, hit, path, missing = _cached(symbol, key, suffix)
     if hit is not None:
         log = hit.with_suffix(".log")
         return Artifact(hit, CACHED, log.read_text() if log.exists() else "")
     if tc is None:
-        raise build.ToolkitNotFound(f"{symbol} is neither shipped nor cached for this source, and {missing}")
-    data, report = build.compile_cubin(tc, source, symbol)
-    cache.atomic_write(path.with_suffix(".log"), report.encode())
+        raise build.ToolkitNotFound(f"{what} is neither shipped nor cached for this source, and {missing}")
+    data, report = compile_(tc)
+    if report:
+        cache.atomic_write(path.with_suffix(".log"), report.encode())
     cache.store(path, data)
     return Artifact(path, BUILT, report)
 
 
+def cubin(source: str, symbol: str, *, shipped: bool = True) -> Artifact:
+    """The cubin of this (expanded) source: shipped, cached or compiled now (then cached)."""
+    return _resolve(source, symbol, shipped, prebuilt.lookup, build.cubin_key(source), ".cubin", symbol,
+                    lambda tc: build.compile_cubin(tc, source, symbol))
+
+
 def host_library(source: str, symbol: str, *, shipped: bool = True) -> Artifact:
     """The host library holding this source's <symbol>_* functions: shipped, cached or compiled now."""
-    if shipped:
-        path = prebuilt.lookup_host(symbol, source)
-        if path is not None:
-            return Artifact(path, SHIPPED, "prebuilt (shipped with the package)")
-    tc, hit, path, missing = _cached(symbol, build.host_key(source), ".so")
-    if hit is not None:
-        return Artifact(hit, CACHED)
-    if tc is None:
-        raise build.ToolkitNotFound(f"the host library of {symbol} is neither shipped nor cached for this source, "
-                                    f"and {missing}")
-    cache.store(path, build.compile_host_lib(tc, source, symbol))
-    return Artifact(path, BUILT)
+    return _resolve(source, symbol, shipped, prebuilt.lookup_host, build.host_key(source), ".so",
+                    f"the host library of {symbol}", lambda tc: (build.compile_host_lib(tc, source, symbol), ""))
 
 
 def origin(entry) -> str:

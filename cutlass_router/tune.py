@@ -183,8 +183,7 @@ def write_table(path: Path, N: int, K: int, table: dict, command: str, method: s
     data[section].sort(key=lambda s: (s["N"], s["K"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    dispatch.tuned_table.cache_clear()
-    dispatch.tuned_route_table.cache_clear()
+    dispatch.reload()
     plan.clear()
 
 
