@@ -92,11 +92,16 @@ def gemm(x, weight, bias, out_dtype, out, invariant: bool) -> GemmPlan:
         key = found = None
     if found is not None:
         return found
-    p = _make(x, weight, bias, out_dtype, out, invariant, disabled)
+    return _keep(_PLANS, key, _make(x, weight, bias, out_dtype, out, invariant, disabled))
+
+
+def _keep(plans: dict, key, p):
+    """Store a new plan under key (None: the call's signature could not be formed, so not cached); bounded, as
+    prefill brings many M."""
     if key is not None:
-        if len(_PLANS) >= 4096:  # prefill brings many M: keep it bounded
-            _PLANS.clear()
-        _PLANS[key] = p
+        if len(plans) >= 4096:
+            plans.clear()
+        plans[key] = p
     return p
 
 
@@ -219,12 +224,7 @@ def route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, choic
         key = found = None
     if found is not None:
         return found
-    p = _make_route(x, weight, bias, correction_bias, a, invariant, disabled)
-    if key is not None:
-        if len(_ROUTE_PLANS) >= 4096:
-            _ROUTE_PLANS.clear()
-        _ROUTE_PLANS[key] = p
-    return p
+    return _keep(_ROUTE_PLANS, key, _make_route(x, weight, bias, correction_bias, a, invariant, disabled))
 
 
 def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, disabled: bool,
