@@ -14,15 +14,17 @@ Variants are switched by swapping the gates' forwards (hf.unpatch_routers / patc
 warm-up round (excluded; it also compiles), then --rounds rounds, each running every variant once, in an order
 rotated each round. Per run: generate(max_new_tokens=1) (the prefill and its token) and generate(max_new_tokens=N,
 min_new_tokens=N); decode tokens/s = batch x (N - 1) / (t_N - t_1); end-to-end tokens/s = batch x N / t_N.
-Execution modes:
-  eager  model.generate(do_sample=False) as is (dynamic cache, no compilation)
+Execution modes (--modes, default eager,cudagraph):
+  eager      model.generate(do_sample=False) as is (dynamic cache, no compilation)
+  cudagraph  greedy decoding with a static cache, every decode step a CUDA graph captured by hand (GraphDecoder),
+             as serving engines do without a compiler; at most sliding window - prompt tokens (112)
   graph  transformers' own compile path: a static cache (one StaticCache per batch size, reset before each call,
          so its addresses never change) and generate's automatic torch.compile of the decode step with
          CompileConfig(mode="reduce-overhead") = Inductor + CUDA graphs (the prefill runs eagerly). The
          warm-up round is long: 2-3 compiles per variant and batch size (gpt-oss's sliding-window cache keeps its
          length in a Python int, so dynamo makes it dynamic) and a CUDA graph recorded per decode position (one
          per value of that int); the timed rounds replay them (the positions repeat in every call).
-Both use the experts implementation --experts (default "grouped_mm": no host synchronization, capturable; the
+All use the experts implementation --experts (default "grouped_mm": no host synchronization, capturable; the
 old per-expert loop "eager" syncs every layer), printed at start. A mode or variant that fails (a compile error)
 is reported and skipped; the others go on.
 Profiler pass (after the timings): a few decode steps per variant under torch.profiler (CPU + CUDA activities),
@@ -56,7 +58,7 @@ import cutlass_router  # noqa: E402
 from cutlass_router import hf  # noqa: E402
 
 VARIANTS = ("unpatched", "gemm", "route")
-MODES = ("eager", "graph")
+MODES = ("eager", "cudagraph", "graph")
 GATE_CLASS = "GptOssTopKRouter"
 GATE_LABEL = "cutlass_router_bench::gate"  # the record_function range around every gate call (profiler pass)
 # openai/gpt-oss-20b's config.json (quantization aside). Its rope (yarn, factor 32, original 4096 positions,
@@ -67,7 +69,7 @@ GPT_OSS_20B = dict(hidden_size=2880, intermediate_size=2880, num_hidden_layers=2
                    swiglu_limit=7.0, attention_bias=True, tie_word_embeddings=False, initializer_range=0.02,
                    eos_token_id=200002, pad_token_id=199999)
 TINY = dict(GPT_OSS_20B, hidden_size=64, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=16, vocab_size=256, sliding_window=8, eos_token_id=255,
+            num_key_value_heads=2, head_dim=16, vocab_size=256, sliding_window=64, eos_token_id=255,
             pad_token_id=0)
 
 
@@ -139,6 +141,7 @@ def build_model(args, device: torch.device, notes: list):
 
 def set_variant(model, variant: str, n_gates: int) -> None:
     """Give every gate the forward of this variant (the same weights serve all)."""
+    model._bench_variant = variant  # GraphDecoder keys its graphs on it
     hf.unpatch_routers(model)
     if variant != "unpatched":
         report = hf.patch_routers(model, mode=variant)
@@ -180,6 +183,100 @@ class Runner:
                                    **self.kw, **extra)
 
 
+class GraphDecoder:
+    """Mode "cudagraph": greedy decoding with a static cache, each decode step replayed from a CUDA graph captured
+    by hand (torch.cuda.graph), as serving engines capture their decode step; no compiler: the kernels are the
+    eager ones. One graph per decode position (gpt-oss's sliding-window layers keep their length in a Python int,
+    which a capture bakes in), captured once per variant after an eager warm-up pass, all in one memory pool. The
+    prefill runs eagerly. The graph of step i reads the token the previous step (or the prefill) left in a static
+    buffer and leaves its argmax there, so replays run back to back with no host synchronization.
+
+    The sliding-window cache rolls once prompt + new tokens exceed the window (128), and that path copies a host
+    tensor to the device (no capture can hold it): this mode decodes at most window - prompt tokens (max_new)."""
+
+    def __init__(self, model, batch: int, args, device: torch.device):
+        from transformers import StaticCache
+
+        self.model, self.mode, self.device, self.batch = model, "cudagraph", device, batch
+        window = getattr(model.config, "sliding_window", None) or 1 << 30
+        self.max_new = max(2, min(max(args.new_tokens, args.profile_steps + 3), window - args.prompt_len))
+        self.cache = StaticCache(config=model.config, max_cache_len=args.prompt_len + self.max_new + 8)
+        params = inspect.signature(model.forward).parameters
+        self.cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.tok = torch.zeros(batch, 1, dtype=torch.long, device=device)     # the token the next step reads
+        self.out = torch.zeros(batch, self.max_new, dtype=torch.long, device=device)  # every token emitted
+        self.capture = device.type == "cuda"  # elsewhere (the --tiny CPU check) the steps run eagerly
+        self.pool = torch.cuda.graph_pool_handle() if self.capture else None
+        self.graphs: dict = {}  # (variant, prompt length) -> [graph of decode step i]
+
+    def _forward(self, ids, start: int):
+        pos = torch.arange(start, start + ids.shape[1], device=self.device)
+        out = self.model(input_ids=ids, cache_position=pos, use_cache=True, logits_to_keep=1,
+                         **{self.cache_kw: self.cache})
+        return out.logits[:, -1].argmax(-1)
+
+    def _prefill(self, ids) -> None:
+        self.cache.reset()
+        nxt = self._forward(ids, 0)
+        self.tok.copy_(nxt[:, None])
+        self.out[:, 0].copy_(nxt)
+
+    def _step(self, i: int, prompt: int) -> None:  # decode step i: self.tok at position prompt + i
+        nxt = self._forward(self.tok, prompt + i)
+        self.tok.copy_(nxt[:, None])
+        self.out[:, i + 1].copy_(nxt)
+
+    def _graphs(self, ids) -> list:
+        key = (getattr(self.model, "_bench_variant", None), ids.shape[1])
+        if key not in self.graphs and self.capture:
+            steps = self.max_new - 1
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm-up: every position once, eagerly
+                self._prefill(ids)
+                for i in range(steps):
+                    self._step(i, ids.shape[1])
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            self._prefill(ids)  # the cache's Python state at the first position again; captures then advance it
+            graphs = []
+            for i in range(steps):
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=self.pool):
+                    self._step(i, ids.shape[1])
+                graphs.append(g)
+            self.graphs[key] = graphs
+        return self.graphs.get(key, [])
+
+    def generate(self, ids, mask, n: int, logits_processor=None, **extra):
+        if n > self.max_new:
+            raise ValueError(f"cudagraph mode decodes at most {self.max_new} tokens here, not {n}")
+        graphs = self._graphs(ids)
+        self._prefill(ids)
+        for i in range(n - 1):
+            if self.capture:
+                graphs[i].replay()
+            else:
+                self._step(i, ids.shape[1])
+            for proc in logits_processor or ():  # the profiler's stepper
+                proc(None, None)
+        return torch.cat([ids, self.out[:, :n]], dim=1)
+
+
+def release(runner, device: torch.device) -> None:
+    """Let a runner's captured graphs, static cache and compiled code go, and give the memory back."""
+    import gc
+
+    if runner is not None:
+        for name in ("graphs", "cache"):
+            if isinstance(getattr(runner, name, None), dict):
+                getattr(runner, name).clear()
+        runner.cache = None
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
 def timed(fn, device):
     sync(device)
     t = time.perf_counter()
@@ -193,7 +290,9 @@ def run_mode(model, runner: Runner, batch: int, args, device, n_gates: int, vari
     g = torch.Generator().manual_seed(args.seed + batch)
     ids = torch.randint(0, model.config.vocab_size, (batch, args.prompt_len), generator=g).to(device)
     mask = torch.ones_like(ids)
-    N = args.new_tokens
+    N = min(args.new_tokens, getattr(runner, "max_new", args.new_tokens))
+    if N != args.new_tokens:
+        notes.append(f"{runner.mode} batch {batch}: {N} new tokens, not {args.new_tokens} (see GraphDecoder)")
     records, outputs, failed = [], {}, {}
     for rnd in range(args.rounds + 1):
         shift = rnd % len(variants)
@@ -304,7 +403,10 @@ def gate_time(events, annotated: bool, device: torch.device) -> dict:
 
     names: Counter = Counter()
     if on_gpu:
-        dev = [e for e in events if e.device_type != DeviceType.CPU]
+        # Device records only: not the GPU-side spans the profiler draws for user annotations (ProfilerStep#N over
+        # each step's kernels, the gate's record_function range), which would count those kernels twice.
+        dev = [e for e in events if e.device_type != DeviceType.CPU and not getattr(e, "is_user_annotation", False)
+               and not e.name.startswith("ProfilerStep#") and e.name != GATE_LABEL]
         total = sum(e.time_range.elapsed_us() for e in dev)
         crt = sum(e.time_range.elapsed_us() for e in dev if e.name.startswith("crt_"))
         count = len(dev)
@@ -476,7 +578,9 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--rounds", type=int, default=10, help="timed rounds after the warm-up round")
     p.add_argument("--variants", type=_csv(str, VARIANTS), default=list(VARIANTS))
-    p.add_argument("--modes", type=_csv(str, MODES), default=list(MODES))
+    p.add_argument("--modes", type=_csv(str, MODES), default=["eager", "cudagraph"],
+                   help="eager, cudagraph (hand-captured CUDA graphs), graph (torch.compile reduce-overhead: "
+                        "minutes of compiling per variant and batch at 24 layers)")
     p.add_argument("--experts", default="grouped_mm", help="transformers experts implementation: grouped_mm "
                    "(default), batched_mm, or eager (the per-expert loop, which syncs with the host)")
     p.add_argument("--compile-backend", default="inductor",
@@ -512,7 +616,7 @@ def main(argv=None) -> int:
     print(f"{command}\non {card}; " + ", ".join(f"{k} {v}" for k, v in versions.items()), flush=True)
     notes: list = []
     start = time.time()
-    if device.type == "cuda" and args.profile_steps > 0 and "graph" in args.modes:
+    if device.type == "cuda" and args.profile_steps > 0 and {"graph", "cudagraph"} & set(args.modes):
         try:  # CUPTI started once before any CUDA graph is captured (starting it after a capture can fail)
             acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             with torch.profiler.profile(activities=acts):
@@ -522,27 +626,43 @@ def main(argv=None) -> int:
             notes.append(f"could not initialize the profiler before the CUDA graphs ({first_line(e)})")
     model, n_gates, cfg = build_model(args, device, notes)
 
-    records, outputs, profiles, runners = [], {}, [], {}
+    records, outputs, profiles = [], {}, []
     for mode in args.modes:
         for batch in args.batches:
             print(f"[{mode}] batch {batch}: {len(args.variants)} variants, {args.new_tokens} new tokens after "
                   f"{args.prompt_len}, warm-up + {args.rounds} rounds", flush=True)
             t0 = time.time()
+            runner = None
             try:
-                runner = Runner(model, mode, batch, args, device)
+                runner = (GraphDecoder(model, batch, args, device) if mode == "cudagraph"
+                          else Runner(model, mode, batch, args, device))
                 recs, outs, failed = run_mode(model, runner, batch, args, device, n_gates, list(args.variants), notes)
             except Exception as e:
                 notes.append(f"{mode} batch {batch}: FAILED ({first_line(e)})")
                 print(f"  FAILED\n{traceback.format_exc()}", flush=True)
+                release(runner, device)
                 continue
-            runners[mode, batch] = (runner, [v for v in args.variants if v not in failed])
             records += recs
             for v, o in outs.items():
                 outputs[mode, batch, v] = o
             for s in summarize(recs):
                 print(f"  {s['variant']:>9}: decode {s['decode_tok_s_median']:.1f} tok/s (min "
                       f"{s['decode_tok_s_min']:.1f}, max {s['decode_tok_s_max']:.1f})", flush=True)
-            print(f"  done in {time.time() - t0:.0f} s", flush=True)
+            # The profiler pass of this mode and batch now, while its graphs exist; then they are let go (the
+            # captured graphs of one batch size hold tens of GB of the allocator's memory at 24 layers).
+            for v in [v for v in args.variants if v not in failed] if args.profile_steps > 0 else []:
+                try:
+                    profiles.append(profile_variant(model, runner, v, n_gates, batch, args, device))
+                    q = profiles[-1]
+                    print(f"  profiled {v}: step {_fmt(q['step_us'])} {q['unit']}, gate "
+                          f"{_fmt(q['gate_us'], '.2f')} ({_pct(q['gate_share'])})", flush=True)
+                except Exception as e:
+                    notes.append(f"profiler pass {mode} batch {batch} {v}: FAILED ({first_line(e)})")
+                    print(f"  profiled {v}: FAILED\n{traceback.format_exc()}", flush=True)
+            release(runner, device)
+            print(f"  done in {time.time() - t0:.0f} s" + (
+                f"; {torch.cuda.memory_allocated(device) / 2**30:.1f} GiB allocated after release"
+                if device.type == "cuda" else ""), flush=True)
 
     # Greedy decoding with the same weights: the variants should emit the same tokens, except after a near-tie
     # in a gate (bf16 logits ranked by another GEMM's rounding) or an argmax near-tie.
@@ -551,22 +671,24 @@ def main(argv=None) -> int:
         ref = outputs.get((mode, batch, "unpatched"))
         if ref is not None and v != "unpatched":
             agreement[f"{mode} batch {batch} {v}"] = round((o == ref).float().mean().item(), 4)
+    for (mode, batch, v), o in outputs.items():  # the hand-captured graphs decode what generate decodes
+        ref = outputs.get(("eager", batch, v))
+        if mode == "cudagraph" and ref is not None:
+            n = min(o.shape[1], ref.shape[1])
+            agreement[f"cudagraph batch {batch} {v} vs eager"] = round((o[:, :n] == ref[:, :n]).float().mean().item(), 4)
     if agreement:
         print("greedy tokens equal to unpatched's: " + ", ".join(f"{k} {100 * a:.1f}%" for k, a in agreement.items()))
 
-    if args.profile_steps > 0:
-        print(f"profiler pass: {args.profile_steps} decode steps per variant", flush=True)
-        for (mode, batch), (runner, variants) in runners.items():
-            for v in variants:
-                try:
-                    profiles.append(profile_variant(model, runner, v, n_gates, batch, args, device))
-                    q = profiles[-1]
-                    print(f"  [{mode}] batch {batch} {v}: step {_fmt(q['step_us'])} {q['unit']}, gate "
-                          f"{_fmt(q['gate_us'], '.2f')} ({_pct(q['gate_share'])})", flush=True)
-                except Exception as e:
-                    notes.append(f"profiler pass {mode} batch {batch} {v}: FAILED ({first_line(e)})")
-                    print(f"  [{mode}] batch {batch} {v}: profiler FAILED\n{traceback.format_exc()}", flush=True)
     hf.unpatch_routers(model)
+    # A replayed graph runs no Python, so nothing attributes the unpatched gate's kernels (cuBLAS, topk, softmax:
+    # names that other layers share) to the gate: take the GPU time the eager profile attributed to the gate (the
+    # same kernels, now launched from a graph) over the graph's step time, and say so.
+    for q in profiles:
+        e = next((r for r in profiles if (r["mode"], r["batch"], r["variant"]) == ("eager", q["batch"], q["variant"])),
+                 None)
+        if q["mode"] == "cudagraph" and q["gate_us"] is None and e is not None and e["gate_us"] is not None:
+            q.update(gate_us=e["gate_us"], gate_share=e["gate_us"] / q["step_us"], gate_from="eager profile")
+            notes.append(f"cudagraph batch {q['batch']} {q['variant']}: gate µs taken from the eager profile")
 
     summary = summarize(records)
     title = (f"gpt-oss-20b-shaped transformers model ({cfg['num_hidden_layers']} layers, random bf16 weights), "
@@ -576,12 +698,14 @@ def main(argv=None) -> int:
             f"Batches {args.batches}, prompt {args.prompt_len} tokens, {args.new_tokens} new tokens (greedy), "
             f"experts implementation `{cfg['experts_implementation']}`, attention `{cfg['attn_implementation']}`. "
             f"Variants interleaved, order rotated per round; warm-up round excluded, {args.rounds} timed rounds. "
-            "Decode tok/s = batch x (N - 1) / (t(generate N) - t(generate 1)). eager: generate as is; graph: "
+            "Decode tok/s = batch x (N - 1) / (t(generate N) - t(generate 1)). eager: generate as is; cudagraph: "
+            "static cache, each decode step replayed from a hand-captured CUDA graph (eager kernels, no compiler); "
+            "graph: "
             f"static cache + transformers' auto-compile (backend {args.compile_backend}"
             f"{', mode reduce-overhead: CUDA graphs' if args.compile_backend == 'inductor' else ''}). "
             f"Profiler columns: {args.profile_steps} decode steps per variant; gate = the router's kernels "
-            "(eager: attributed to the gate's calls; graph: cutlass_router's crt_* kernels by name, none known "
-            "for the unpatched gate), share of all GPU time in the step.", ""]
+            "(eager: attributed to the gate's calls; graphs: cutlass_router's crt_* kernels by name, and for the "
+            "unpatched gate in cudagraph mode the eager profile's gate time), share of all GPU time in the step.", ""]
     md = head + table(summary, profiles) + [""]
     if agreement:
         md.append("Greedy tokens equal to the unpatched variant's (same mode and batch): "

@@ -25,17 +25,36 @@ def _warn(name: str, value: str, default: bool) -> None:
         name, value, "on" if default else "off")
 
 
+# os.environ.get encodes the name and decodes the value on every call (0.6 us; the eager path reads three switches
+# per call). On POSIX, os.environ keeps the bytes it mirrors in _data, which os.environ's own setters and deleters
+# update: a lookup there by the pre-encoded name is a dict lookup. Elsewhere, or should that attribute go away,
+# os.environ.get serves.
+_RAW = getattr(os.environ, "_data", None)
+_RAW = _RAW if isinstance(_RAW, dict) and os.name == "posix" else None
+_ENCODED = {n: os.fsencode(n) for n in DEFAULTS}
+_WORDS: dict = {}  # raw value -> parsed (True/False/None for not a switch word); values seen are few
+
+
 def flag(name: str) -> bool:
     """A boolean switch: 1/true/yes/on or 0/false/no/off in any case; anything else warns once and keeps the
     default. Read on every call (cheap), so a process may change it between calls."""
-    value = os.environ.get(name)
-    if value is None:
-        return DEFAULTS[name]
+    if _RAW is not None:
+        raw = _RAW.get(_ENCODED[name])
+        if raw is None:
+            return DEFAULTS[name]
+        parsed = _WORDS.get(raw)
+        if parsed is not None:
+            return parsed
+        value = os.fsdecode(raw)
+    else:
+        value = os.environ.get(name)
+        if value is None:
+            return DEFAULTS[name]
     word = value.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
+    if word in _TRUE or word in _FALSE:
+        if _RAW is not None and len(_WORDS) < 64:
+            _WORDS[os.fsencode(value)] = word in _TRUE
+        return word in _TRUE
     _warn(name, value, DEFAULTS[name])
     return DEFAULTS[name]
 

@@ -129,9 +129,11 @@ ATTR_CLUSTER_DIMENSION, ATTR_PROGRAMMATIC_STREAM_SERIALIZATION = 4, 6  # CUlaunc
 
 @lru_cache(maxsize=None)
 def _libcuda_launch():
-    """libcuda's cuLaunchKernelEx as a ctypes function, or None."""
+    """libcuda's cuLaunchKernelEx as a ctypes function, or None. Through PyDLL, which keeps the GIL: the call
+    takes a few microseconds, and a CDLL call releases the GIL and takes it back after, which in a process with
+    other Python threads (a server's, a tokenizer's) can wait for another thread's switch interval."""
     try:
-        fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernelEx
+        fn = ctypes.PyDLL("libcuda.so.1").cuLaunchKernelEx
     except (OSError, AttributeError):
         return None
     fn.restype = ctypes.c_int

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device session on the lent GPU (carry .whl, .cubins and .anchor): steps in order, everything logged to
 # $OUT/run.log; result files (tables, JSON, plots, the tuned table) come back in $OUT/results.tgz.
-#   bash scripts/device_run.sh [steps...]     steps: test harness tune bench iso eager examples e2e sanitize installed
+#   bash scripts/device_run.sh [steps...]     steps: test routetest harness profile tune bench iso eager examples e2e
+#                                             sanitize installed
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 RES=/tmp/results
@@ -21,6 +22,14 @@ for step in $steps; do
                 -I "$(python3 -c 'import cutlass_library;print(cutlass_library.source_path)')/include" \
                 -I ../../cutlass_router/templates -gencode=arch=compute_90a,code=sm_90a -o /tmp/harness harness.cu \
                 && /tmp/harness --quick > "$RES/harness.log" 2>&1; echo "harness rc=$?"; grep -v "^FAIL: w" "$RES/harness.log" | tail -8) ;;
+    routetest) timeout 300 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_route_gpu.py tests/test_torture.py \
+                 tests/test_gpu.py 2>&1 | tail -15 ;;
+    profile)  # the select kernel before (scripts/tmp/route_old.cuh, if there) and after the template change
+      if [ -f scripts/tmp/route_old.cuh ]; then
+        cp cutlass_router/templates/route.cuh /tmp/route_new.cuh; cp scripts/tmp/route_old.cuh cutlass_router/templates/route.cuh
+        echo "--- old template"; timeout 120 python3 scripts/profile_route.py 2>&1 | tail -16
+        cp /tmp/route_new.cuh cutlass_router/templates/route.cuh; echo "--- new template"; fi
+      timeout 120 python3 scripts/profile_route.py 2>&1 | tail -16 ;;
     tune) timeout ${TUNE_S:-380} python3 -m cutlass_router tune --model ${TUNE_MODELS:-gpt-oss-20b gpt-oss-120b deepseek-v3} \
             2>&1 | grep -v "  skip"; cp cutlass_router/tuned/sm_90a.json "$RES/" ;;
     bench) python3 benchmarks/bench_decode_layer.py --out "$RES" 2>&1 | tail -80 ;;
@@ -28,7 +37,11 @@ for step in $steps; do
            python3 benchmarks/bench_router_gemm.py --model $m --out "$RES" 2>&1 | tail -18; done ;;
     eager) python3 scripts/eager_cost.py --json "$RES/eager-cost.json" 2>&1 ;;
     examples) for m in 120b 20b; do python3 examples/gpt_oss_$m.py 2>&1; done ;;
-    e2e) python3 benchmarks/bench_e2e_hf.py --out "$RES" 2>&1 | tail -40 ;;
+    e2e)  # E2E_RUNS: ';'-separated argument sets, one process each, results in $RES/e2e-<i>/
+      i=0; IFS=';' read -ra runs <<< "${E2E_RUNS:-}"; [ ${#runs[@]} -eq 0 ] && runs=("")
+      for a in "${runs[@]}"; do i=$((i+1)); echo "--- e2e run $i: $a"
+        timeout ${E2E_S:-560} python3 benchmarks/bench_e2e_hf.py --out "$RES/e2e-$i" $a 2>&1 \
+          | grep -v -E "^USDT|^  File |^    |^ +\^" | tail -40; done ;;
     sanitize) bash scripts/sanitize.sh ;;
     installed)  # the wheel installed apart from the checkout, compiling off, an empty cache: a toolkit-less machine
       rm -rf /tmp/crt-wheel /tmp/crt-site

@@ -12,7 +12,7 @@ status=0
 # cover the cluster-16 kernels; synccheck checks the rest. The fused route kernels size their cluster by N (up to
 # 16 CTAs): under synccheck they run only the shapes whose clusters hold at most 8 (SANITIZE_MAX_CLUSTER).
 CLUSTER16=$(python3 -c "from cutlass_router import dispatch; print(','.join(sorted(s for s in dispatch.reachable() if '_c16_' in s)))")
-for tool in memcheck racecheck synccheck initcheck; do
+for tool in ${SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
   echo "=== compute-sanitizer --tool $tool"
   if [ "$tool" = synccheck ]; then export SANITIZE_EXCLUDE=$CLUSTER16 SANITIZE_MAX_CLUSTER=8; echo "excluded: $CLUSTER16"
   else unset SANITIZE_EXCLUDE SANITIZE_MAX_CLUSTER; fi

@@ -520,6 +520,43 @@ def test_bench_e2e_gate_time_attribution():
         assert (got["total_us"], got["gate_us"], got["crt_us"], got["events"]) == (22.0, 8.0, 5.0, 4)
         assert got["gate_kernels"] == ({"crt_route_w16_s1_e2_t1_u3": 5.0, "nvjet_gemm": 3.0} if attributed
                                        else {"nvjet_gemm": 3.0})
+        # the profiler's GPU-side spans of user annotations (a step, the gate's range) are not device work
+        spans = [FunctionEvent(0, "ProfilerStep#3", 7, 390, 450, use_device="cuda", device_type=DeviceType.CUDA,
+                               is_user_annotation=True),
+                 FunctionEvent(0, bench.GATE_LABEL, 7, 400, 406, use_device="cuda", device_type=DeviceType.CUDA,
+                               is_user_annotation=True)]
+        assert bench.gate_time(events + spans, True, dev)["total_us"] == 22.0
         graph = bench.gate_time(events, False, dev)  # graph mode: by name only
         assert (graph["total_us"], graph["gate_us"]) == (22.0, 5.0)
     assert bench.gate_time([kernel("nvjet_gemm", 0, 3.0)], False, dev)["gate_us"] is None
+
+
+def test_bench_e2e_graph_decoder_decodes_what_generate_decodes():
+    """The cudagraph mode's decode loop (static cache, step by step, the token fed back through a static buffer;
+    on a CPU the steps run without capture) emits the tokens model.generate emits greedily, for every variant
+    the benchmark interleaves, and rejects more tokens than its captured positions."""
+    import sys
+    import types
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_e2e_hf as bench
+
+    cfg_cls, model_cls, _, _, _ = family_parts("gpt_oss")
+    values = dict(bench.TINY, layer_types=["sliding_attention", "full_attention"])
+    torch.manual_seed(0)
+    model = model_cls._from_config(cfg_cls(**values), dtype=torch.bfloat16).eval()
+    args = types.SimpleNamespace(new_tokens=10, profile_steps=2, prompt_len=6)
+    dec = bench.GraphDecoder(model, 2, args, torch.device("cpu"))
+    assert dec.max_new == 10 and not dec.capture
+    ids = torch.randint(0, values["vocab_size"], (2, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for variant in ("unpatched", "route"):
+            bench.set_variant(model, variant, 2)
+            want = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
+                                  min_new_tokens=10, do_sample=False, disable_compile=True)
+            got = dec.generate(ids, None, 10)
+            assert torch.equal(got, want), variant
+    bench.set_variant(model, "unpatched", 2)
+    with pytest.raises(ValueError, match="at most 10"):
+        dec.generate(ids, None, 11)

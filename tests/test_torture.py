@@ -71,3 +71,72 @@ def test_huge_magnitudes_behave_like_f_linear():
     xp, wp = x.abs(), w.abs()  # all positive: the sum passes fp32's largest value in any order
     y, ref = router_gemm(xp, wp, None), F.linear(xp, wp, None)
     assert torch.isposinf(ref).all() and torch.isposinf(y).all()
+
+
+def random_route_case(rng: random.Random):
+    """A random route() call: any N up to 384 (most not a multiple of 16), K a multiple of 8, every scoring mode,
+    dtype and precision, duplicated W rows (exact ties) in some."""
+    M = int(2 ** rng.uniform(0, 12))
+    N = rng.choice([8, 32, 60, 128, 256, 384, rng.randint(2, 384), rng.randint(2, 64)])
+    K = 8 * rng.randint(1, 400)
+    top_k = rng.randint(1, min(8, N))
+    scoring = rng.choice(["topk_softmax", "softmax_topk", "sigmoid"])
+    kw = dict(scoring=scoring, logit_precision=rng.choice(["bf16", "fp32"]))
+    if scoring == "softmax_topk":
+        kw["renormalize"] = rng.random() < 0.5
+    if scoring == "sigmoid":
+        per_lane = -(-N // 32)
+        groups = [g for g in (1, 2, 4, 8) if N % g == 0 and (g == 1 or (N // g >= 2 and (N // g) % per_lane == 0))]
+        g = rng.choice(groups)
+        tg = rng.randint(1, g)
+        top_k = min(top_k, tg * (N // g))
+        kw.update(n_group=g, topk_group=tg, renormalize=rng.random() < 0.7,
+                  routed_scaling_factor=rng.choice([1.0, 2.5]))
+    return M, N, K, top_k, kw, rng.random() < 0.7, rng.random() < 0.2, rng.random() < 0.3
+
+
+def test_random_route_cases_against_the_reference():
+    """2,000 random route() calls (fused kernel or GEMM + select, whatever dispatch picks), outputs poisoned, half
+    on a side stream: ids always in [0, N) and distinct, and equal to the reference choice on the kernel's own fp32
+    logits (ties included), weights within 1e-6; logits within 1e-5 of fp64."""
+    from cutlass_router import route
+    from cutlass_router.routing_ref import select
+
+    rng = random.Random(20261128)
+    side = torch.cuda.Stream()
+    failures = []
+    for i in range(2000):
+        M, N, K, top_k, kw, with_bias, ties, on_side = random_route_case(rng)
+        gen = torch.Generator(device="cuda").manual_seed(i)
+        x = torch.randn(M, K, device="cuda", dtype=BF16, generator=gen)
+        w = (torch.randn(N, K, device="cuda", generator=gen) * K ** -0.5).to(BF16)
+        if ties:  # a few experts copy another: equal logits, the lower id must win
+            src = torch.randint(0, N, (max(1, N // 8),), device="cuda", generator=gen)
+            dst = torch.randint(0, N, (max(1, N // 8),), device="cuda", generator=gen)
+            w[dst] = w[src]
+        b = torch.randn(N, device="cuda", dtype=BF16, generator=gen) if with_bias and kw["scoring"] != "sigmoid" \
+            else None
+        cb = torch.randn(N, device="cuda", generator=gen) * 0.1 if kw["scoring"] == "sigmoid" else None
+        ids_dtype = rng.choice([torch.int32, torch.int64])
+        stream = side if on_side else torch.cuda.current_stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            weights = torch.full((M, top_k), float("nan"), device="cuda")
+            ids = torch.full((M, top_k), -7, device="cuda", dtype=ids_dtype)
+            logits = torch.full((M, N), float("nan"), device="cuda")
+            route(x, w, b, top_k, correction_bias=cb, out=(weights, ids, logits), **kw)
+        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.synchronize()
+        case = (i, M, N, K, top_k, kw, with_bias, ties)
+        if not ((ids >= 0) & (ids < N)).all() or (ids.sort(1).values.diff(1) == 0).any():
+            failures.append(("ids out of range or repeated",) + case)
+            continue
+        ref = x.double() @ w.double().T + (0 if b is None else b.double())
+        if not ((logits.double() - ref).norm() / ref.norm().clamp_min(1e-30)).item() < 1e-5:
+            failures.append(("logits",) + case)
+        rw, ri = select(logits, top_k, correction_bias=cb, **kw)
+        if not torch.equal(ids.long(), ri):
+            failures.append(("ids",) + case)
+        elif not torch.allclose(weights, rw, rtol=1e-6, atol=1e-7):
+            failures.append(("weights",) + case)
+    assert failures == [], failures[:10]

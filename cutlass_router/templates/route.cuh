@@ -35,6 +35,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 #include <cuda_bf16.h>
 
 #include "splitk_mma.cuh"
@@ -97,6 +98,21 @@ __device__ __forceinline__ void top2_insert(Top2& t, uint32_t k, float f) {
     t.k2 = t.k1; t.f2 = t.f1; t.k1 = k; t.f1 = f;
   } else if (k > t.k2) {
     t.k2 = k; t.f2 = f;
+  }
+}
+
+// f(std::integral_constant<int, S>) with S the first of kFirst, 2 kFirst, 4 kFirst, ... (at most kMax) that holds
+// P slots: the selection then scans as many slots per lane as N needs (N = 32: one), not as many as the largest N
+// the kernel takes.
+template <int kFirst, int kMax, class F>
+__device__ __forceinline__ void with_slots(int P, F&& f) {
+  if constexpr (kFirst >= kMax) {
+    f(std::integral_constant<int, kMax>{});
+  } else {
+    if (P <= kFirst)
+      f(std::integral_constant<int, kFirst>{});
+    else
+      with_slots<2 * kFirst, kMax>(P, f);
   }
 }
 
@@ -203,12 +219,22 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
 #pragma unroll
   for (int r = 0; r < kRouteMaxTopK; ++r) {
     if (r >= top_k) break;
-    uint32_t bk = 0u;
-    int bi = 0x7FFFFFFF;
-    float bv = 0.f;
+    // The lane's best: a tournament over its slots (depth log2 kMaxP, not a chain of kMaxP dependent compares).
+    // A slot beats the slot to its left only with a strictly larger key, so the lower id wins a tie.
+    uint32_t tk[kMaxP];
+    int ti[kMaxP];
+    float tv[kMaxP];
 #pragma unroll
-    for (int i = 0; i < kMaxP; ++i)
-      if (key[i] > bk) { bk = key[i]; bi = base + i; bv = val[i]; }  // strict: the lower id wins a tie
+    for (int i = 0; i < kMaxP; ++i) { tk[i] = key[i]; ti[i] = i; tv[i] = val[i]; }
+#pragma unroll
+    for (int s = 1; s < kMaxP; s <<= 1)
+#pragma unroll
+      for (int i = 0; i + s < kMaxP; i += 2 * s)
+        if (tk[i + s] > tk[i]) { tk[i] = tk[i + s]; ti[i] = ti[i + s]; tv[i] = tv[i + s]; }
+    const uint32_t bk = tk[0];
+    // A lane with nothing left (bk == 0) never wins: every expert < N has a key > 0 and top_k <= N.
+    const int bi = base + ti[0];
+    const float bv = tv[0];
     const uint32_t kmax = __reduce_max_sync(kAll, bk);
     const uint32_t win = __reduce_min_sync(kAll, bk == kmax ? static_cast<uint32_t>(bi) : 0xFFFFFFFFu);
     const uint32_t owner = __ballot_sync(kAll, static_cast<uint32_t>(bi) == win);
@@ -412,26 +438,29 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
   const int P = (N + 31) >> 5;
   const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
   const bool sigmoid = p.mode == kModeSigmoid;
+  detail::with_slots<1, kMaxP>(P, [&](auto slots) {
+    constexpr int kP = decltype(slots)::value;
 #pragma unroll 1
-  for (int r = warp; r < kRows; r += kWarps) {
-    if (m0 + r >= p.M) break;
-    float v[kMaxP], cb[kMaxP];
+    for (int r = warp; r < kRows; r += kWarps) {
+      if (m0 + r >= p.M) break;
+      float v[kP], cb[kP];
 #pragma unroll
-    for (int i = 0; i < kMaxP; ++i) {
-      const int n = lane * P + i;
-      const bool ok = i < P && n < N;
-      const float l = ok ? tile[r * kTileN + n] : 0.f;
-      v[i] = sel_bf16 ? detail::round_bf16(l) : l;
-      cb[i] = ok && sigmoid ? selb_s[n] : 0.f;
+      for (int i = 0; i < kP; ++i) {
+        const int n = lane * P + i;
+        const bool ok = i < P && n < N;
+        const float l = ok ? tile[r * kTileN + n] : 0.f;
+        v[i] = sel_bf16 ? detail::round_bf16(l) : l;
+        cb[i] = ok && sigmoid ? selb_s[n] : 0.f;
+      }
+      select_row<kP>(v, cb, P, p, m0 + r);
     }
-    select_row<kMaxP>(v, cb, P, p, m0 + r);
-  }
+  });
 }
 
-// Select-only: logits_in [M, ldi] (bias included) -> weights, ids. 256 threads, a warp per row.
-__device__ __forceinline__ void route_select(const RouteParams& p) {
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  constexpr int kMaxP = kRouteMaxPerLane;
+// Select-only: logits_in [M, ldi] (bias included) -> weights, ids. 256 threads, a warp per row. Sized for the
+// slots a lane needs (P = ceil(N / 32)), so N <= 128 scans 4 slots per round, not 12.
+template <int kMaxP>
+__device__ __forceinline__ void route_select_p(const RouteParams& p) {
   const int lane = threadIdx.x & 31;
   const long long row = static_cast<long long>(blockIdx.x) * kSelectWarps + (threadIdx.x >> 5);
   const int N = p.N;
@@ -461,6 +490,13 @@ __device__ __forceinline__ void route_select(const RouteParams& p) {
     v[i] = sel_bf16 ? detail::round_bf16(l) : l;
   }
   select_row<kMaxP>(v, cb, P, p, row);
+}
+
+__device__ __forceinline__ void route_select(const RouteParams& p) {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  detail::with_slots<1, kRouteMaxPerLane>((p.N + 31) >> 5, [&](auto slots) {
+    route_select_p<decltype(slots)::value>(p);
+  });
 }
 
 }  // namespace cutlass_router
