@@ -100,14 +100,20 @@ def _backward(ctx, grad):
 router_gemm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# Types whose calls may skip the dispatcher: plain tensors, and nn.Parameter, which disables __torch_function__
+# (a model's gate weight is one: sending it through the dispatcher cost every patched gate call the custom op's
+# Python round trip and a full argument check). Other subclasses (DTensor, fake tensors, ...) need the dispatcher.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+
+
 def needs_dispatcher(*tensors) -> bool:
-    """True unless every argument is a plain tensor (or None), nothing is to be differentiated, and nothing is
-    being traced: then an op's body can run without the dispatcher's Python round trip."""
+    """True unless every argument is a plain tensor or an nn.Parameter (or None), nothing is to be differentiated,
+    and nothing is being traced: then an op's body can run without the dispatcher's Python round trip."""
     if torch.compiler.is_compiling():
         return True
     grad = torch.is_grad_enabled()
     for t in tensors:
-        if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
+        if t is not None and (type(t) not in _PLAIN_TYPES or (grad and t.requires_grad)):
             return True
     return False
 

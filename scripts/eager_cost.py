@@ -42,6 +42,12 @@ def main(argv=None):
     out = torch.empty(1, N, device="cuda", dtype=torch.bfloat16)
     gate = RouterLinear(K, N, device="cuda").requires_grad_(False)
     compiled = torch.compile(gate)  # default mode: Inductor, no CUDA graphs
+    pw, pb = torch.nn.Parameter(w.clone()), torch.nn.Parameter(b.clone())  # as a patched model's gate holds them
+
+    @torch.no_grad()
+    def gate_route(x, weight, bias):  # as transformers' generate calls a patched gate
+        return route(x, weight, bias, 4)
+
     parts = {
         "F.linear(x, w, b)": lambda: F.linear(x, w, b),
         "cutlass_router.router_gemm": lambda: router_gemm(x, w, b),
@@ -51,6 +57,7 @@ def main(argv=None):
         "HF gpt-oss routing: F.linear+topk+softmax": lambda: torch.softmax(F.linear(x, w, b).topk(4, dim=-1)[0],
                                                                            dim=1),
         "cutlass_router.route (top-4)": lambda: route(x, w, b, 4),
+        "route, nn.Parameter weights, no_grad (a model's gate)": lambda: gate_route(x, pw, pb),
     }
     try:
         sys.path.insert(0, str(ROOT / ".anchor"))

@@ -138,3 +138,35 @@ def test_eager_and_dispatcher_paths_agree(monkeypatch):
 
 def test_public_name():
     assert cutlass_router.route is route and cutlass_router.RouteResult._fields == ("weights", "ids", "logits")
+
+
+def test_a_model_s_parameters_take_the_fast_path_under_no_grad():
+    """A gate's weight is an nn.Parameter: under no_grad (generate, serving) route and router_gemm must not go
+    through the dispatcher (the custom op's Python round trip, a full argument check per call); with autograd on
+    and a weight that requires grad they must (the backward), and other tensor subclasses always do."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from cutlass_router import ops, router_gemm
+
+    x = torch.randn(3, 64, dtype=torch.bfloat16)
+    w = torch.nn.Parameter(torch.randn(16, 64, dtype=torch.bfloat16))
+    b = torch.nn.Parameter(torch.randn(16, dtype=torch.bfloat16))
+
+    def dispatched(fn) -> set:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        return {e.name for e in prof.events() if e.name.startswith("cutlass_router::")}
+
+    with torch.no_grad():
+        assert not ops.needs_dispatcher(x, w, b)
+        assert dispatched(lambda: route(x, w, b, 4)) == set()
+        assert dispatched(lambda: router_gemm(x, w, b)) == set()
+    assert ops.needs_dispatcher(x, w, b)
+    assert dispatched(lambda: route(x, w.detach(), b.detach(), 4)) == set()
+    assert "cutlass_router::router_gemm" in dispatched(lambda: router_gemm(x, w, b))
+
+    class Sub(torch.Tensor):
+        pass
+
+    with torch.no_grad():
+        assert ops.needs_dispatcher(x, w.detach().as_subclass(Sub), None)
