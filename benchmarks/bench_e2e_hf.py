@@ -209,22 +209,21 @@ class GraphDecoder:
         self.pool = torch.cuda.graph_pool_handle() if self.capture else None
         self.graphs: dict = {}  # (variant, prompt length) -> [graph of decode step i]
 
-    def _forward(self, ids, start: int):
+    def _advance(self, ids, start: int, slot: int) -> None:
+        """Run ids from position start, leave the next token in self.tok and in self.out[:, slot]."""
         pos = torch.arange(start, start + ids.shape[1], device=self.device)
         out = self.model(input_ids=ids, cache_position=pos, use_cache=True, logits_to_keep=1,
                          **{self.cache_kw: self.cache})
-        return out.logits[:, -1].argmax(-1)
+        nxt = out.logits[:, -1].argmax(-1)
+        self.tok.copy_(nxt[:, None])
+        self.out[:, slot].copy_(nxt)
 
     def _prefill(self, ids) -> None:
         self.cache.reset()
-        nxt = self._forward(ids, 0)
-        self.tok.copy_(nxt[:, None])
-        self.out[:, 0].copy_(nxt)
+        self._advance(ids, 0, 0)
 
     def _step(self, i: int, prompt: int) -> None:  # decode step i: self.tok at position prompt + i
-        nxt = self._forward(self.tok, prompt + i)
-        self.tok.copy_(nxt[:, None])
-        self.out[:, i + 1].copy_(nxt)
+        self._advance(self.tok, prompt + i, i + 1)
 
     def _graphs(self, ids) -> list:
         key = (getattr(self.model, "_bench_variant", None), ids.shape[1])
@@ -267,9 +266,7 @@ def release(runner, device: torch.device) -> None:
     import gc
 
     if runner is not None:
-        for name in ("graphs", "cache"):
-            if isinstance(getattr(runner, name, None), dict):
-                getattr(runner, name).clear()
+        getattr(runner, "graphs", {}).clear()  # GraphDecoder's
         runner.cache = None
     gc.collect()
     if device.type == "cuda":

@@ -32,7 +32,7 @@ def _warn(name: str, value: str, default: bool) -> None:
 _RAW = getattr(os.environ, "_data", None)
 _RAW = _RAW if isinstance(_RAW, dict) and os.name == "posix" else None
 _ENCODED = {n: os.fsencode(n) for n in DEFAULTS}
-_WORDS: dict = {}  # raw value -> parsed (True/False/None for not a switch word); values seen are few
+_WORDS: dict = {}  # raw bytes of a switch word seen -> its value (True/False); such values are few
 
 
 def flag(name: str) -> bool:
@@ -47,13 +47,14 @@ def flag(name: str) -> bool:
             return parsed
         value = os.fsdecode(raw)
     else:
+        raw = None
         value = os.environ.get(name)
         if value is None:
             return DEFAULTS[name]
     word = value.strip().lower()
     if word in _TRUE or word in _FALSE:
-        if _RAW is not None and len(_WORDS) < 64:
-            _WORDS[os.fsencode(value)] = word in _TRUE
+        if raw is not None and len(_WORDS) < 64:
+            _WORDS[raw] = word in _TRUE
         return word in _TRUE
     _warn(name, value, DEFAULTS[name])
     return DEFAULTS[name]
