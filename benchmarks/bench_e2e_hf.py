@@ -37,6 +37,7 @@ import argparse
 import bisect
 import contextlib
 import datetime
+import gc
 import inspect
 import json
 import math
@@ -244,6 +245,9 @@ class GraphDecoder:
                     self._step(i, ids.shape[1])
                 graphs.append(g)
             self.graphs[key] = graphs
+            gib = 2 ** 30
+            print(f"  captured {steps} graphs ({key[0]}): {torch.cuda.memory_allocated(self.device) / gib:.1f} GiB "
+                  f"allocated, {torch.cuda.memory_reserved(self.device) / gib:.1f} reserved", flush=True)
         return self.graphs.get(key, [])
 
     def generate(self, ids, mask, n: int, logits_processor=None, **extra):
@@ -263,8 +267,6 @@ class GraphDecoder:
 
 def release(runner, device: torch.device) -> None:
     """Let a runner's captured graphs, static cache and compiled code go, and give the memory back."""
-    import gc
-
     if runner is not None:
         getattr(runner, "graphs", {}).clear()  # GraphDecoder's
         runner.cache = None
@@ -275,11 +277,55 @@ def release(runner, device: torch.device) -> None:
 
 
 def timed(fn, device):
+    """(seconds, result) of fn with the device synchronized at both ends; the garbage collector paused meanwhile
+    (as timeit does: a collection inside one variant's run would land on that variant alone)."""
+    gc.collect()
     sync(device)
-    t = time.perf_counter()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - t, out
+    gc.disable()
+    try:
+        t = time.perf_counter()
+        out = fn()
+        sync(device)
+        return time.perf_counter() - t, out
+    finally:
+        gc.enable()
+
+
+class StepClock:
+    """A logits processor that notes the host clock at each call: once per generated token, after its forward.
+    generate() synchronizes with the device at every step (its stopping check reads a device tensor), so in the
+    eager and graph modes the differences are the decode steps' times. Not for mode cudagraph, whose replays run
+    ahead of the device."""
+
+    def __init__(self):
+        self.times: list = []
+
+    def __call__(self, input_ids, scores):
+        self.times.append(time.perf_counter())
+        return scores
+
+    def steps_ms(self) -> list:
+        return [(b - a) * 1e3 for a, b in zip(self.times, self.times[1:])]
+
+
+@contextlib.contextmanager
+def host_timed_gates(model):
+    """Every gate call timed on the host clock (eager mode: the host is the bottleneck there, and the gate's cost
+    is the Python and launches it runs). Yields a dict: calls, seconds."""
+    acc = {"calls": 0, "seconds": 0.0}
+
+    def wrap(inner):
+        def forward(*a, **k):
+            t = time.perf_counter()
+            try:
+                return inner(*a, **k)
+            finally:
+                acc["seconds"] += time.perf_counter() - t
+                acc["calls"] += 1
+        return forward
+
+    with wrapped_gates(model, wrap):
+        yield acc
 
 
 def run_mode(model, runner: Runner, batch: int, args, device, n_gates: int, variants: list, notes: list):
@@ -291,15 +337,19 @@ def run_mode(model, runner: Runner, batch: int, args, device, n_gates: int, vari
     if N != args.new_tokens:
         notes.append(f"{runner.mode} batch {batch}: {N} new tokens, not {args.new_tokens} (see GraphDecoder)")
     records, outputs, failed = [], {}, {}
+    from transformers import LogitsProcessorList
+
     for rnd in range(args.rounds + 1):
         shift = rnd % len(variants)
         for v in variants[shift:] + variants[:shift]:
             if v in failed:
                 continue
+            clock = StepClock() if runner.mode != "cudagraph" else None
+            extra = {} if clock is None else {"logits_processor": LogitsProcessorList([clock])}
             try:
                 set_variant(model, v, n_gates)
                 t_1, _ = timed(lambda: runner.generate(ids, mask, 1), device)
-                t_n, out = timed(lambda: runner.generate(ids, mask, N), device)
+                t_n, out = timed(lambda: runner.generate(ids, mask, N, **extra), device)
             except Exception as e:  # a compile error, say: report it, go on with the others
                 failed[v] = first_line(e)
                 notes.append(f"{runner.mode} batch {batch} {v}: FAILED ({failed[v]}); not timed")
@@ -310,7 +360,8 @@ def run_mode(model, runner: Runner, batch: int, args, device, n_gates: int, vari
             decode = batch * (N - 1) / (t_n - t_1) if N > 1 and t_n > t_1 else float("nan")
             rec = dict(mode=runner.mode, batch=batch, variant=v, round=rnd, t_prefill_s=round(t_1, 6),
                        t_generate_s=round(t_n, 6), decode_tok_s=round(decode, 3),
-                       e2e_tok_s=round(batch * N / t_n, 3))
+                       e2e_tok_s=round(batch * N / t_n, 3),
+                       step_ms=None if clock is None else [round(x, 4) for x in clock.steps_ms()])
             if rnd == 0:
                 outputs[v] = out[:, args.prompt_len:].cpu()
                 print(f"  warm-up {v}: generate {t_n:.2f} s (prefill {t_1:.2f} s)", flush=True)
@@ -340,21 +391,14 @@ class ProfilerStep:
 
 
 @contextlib.contextmanager
-def annotated_gates(model):
-    """Every gate call inside record_function(GATE_LABEL), whatever forward the gate has now (eager mode only:
-    CUDA graph replays run no Python)."""
+def wrapped_gates(model, wrap):
+    """Every gate's forward replaced by wrap(its forward now) for the duration, then put back as it was (an
+    instance attribute, as patch_routers sets, or the class's)."""
     saved = []
     for m in model.modules():
-        if type(m).__name__ != GATE_CLASS:
-            continue
-        inner, had = m.forward, "forward" in m.__dict__
-
-        def forward(*a, _inner=inner, **k):
-            with torch.profiler.record_function(GATE_LABEL):
-                return _inner(*a, **k)
-
-        m.forward = forward
-        saved.append((m, had, inner))
+        if type(m).__name__ == GATE_CLASS:
+            saved.append((m, "forward" in m.__dict__, m.forward))
+            m.forward = wrap(m.forward)
     try:
         yield
     finally:
@@ -363,6 +407,20 @@ def annotated_gates(model):
                 m.forward = inner
             else:
                 del m.forward
+
+
+@contextlib.contextmanager
+def annotated_gates(model):
+    """Every gate call inside record_function(GATE_LABEL), whatever forward the gate has now (eager mode only:
+    CUDA graph replays run no Python)."""
+    def wrap(inner):
+        def forward(*a, **k):
+            with torch.profiler.record_function(GATE_LABEL):
+                return inner(*a, **k)
+        return forward
+
+    with wrapped_gates(model, wrap):
+        yield
 
 
 def gate_time(events, annotated: bool, device: torch.device) -> dict:
@@ -454,13 +512,22 @@ def profile_variant(model, runner: Runner, variant: str, n_gates: int, batch: in
         stepper.prof = None
     if not result:
         raise RuntimeError("the profiler's window did not close")
+    host = {}
+    if annotate:  # eager: the gates' host time per decode step, without the profiler's overhead
+        clock = StepClock()
+        with host_timed_gates(model) as acc:
+            runner.generate(ids, torch.ones_like(ids), steps + 3, logits_processor=LogitsProcessorList([clock]))
+            sync(device)
+        forwards = steps + 3  # the prefill and every decode step call each gate once
+        host = dict(gate_host_us=acc["seconds"] * 1e6 / forwards if acc["calls"] else None,
+                    step_host_us=statistics.median(clock.steps_ms()) * 1e3 if len(clock.times) > 1 else None)
     step_us = result["total_us"] / steps
     gate_us = None if result["gate_us"] is None else result["gate_us"] / steps
     share = gate_us / step_us if gate_us is not None and step_us else None
     return dict(mode=runner.mode, batch=batch, variant=variant, steps=steps, step_us=step_us, gate_us=gate_us,
                 crt_us=result["crt_us"] / steps, gate_share=share, events_per_step=result["events"] / steps,
                 unit="GPU µs" if device.type == "cuda" else "CPU µs",
-                gate_kernels_us_per_step={k: v / steps for k, v in result["gate_kernels"].items()})
+                gate_kernels_us_per_step={k: v / steps for k, v in result["gate_kernels"].items()}, **host)
 
 
 # ---- summary and outputs ----------------------------------------------------------------------------------------
@@ -474,16 +541,28 @@ def summarize(records: list) -> list:
         rs = [r for r in records if (r["mode"], r["batch"], r["variant"]) == (mode, batch, variant)]
         dec = [r["decode_tok_s"] for r in rs if math.isfinite(r["decode_tok_s"])]
         e2e = [r["e2e_tok_s"] for r in rs]
+        steps = [t for r in rs for t in (r.get("step_ms") or ())]
+        step = statistics.median(steps) if steps else None
         out.append(dict(mode=mode, batch=batch, variant=variant, rounds=len(rs),
                         decode_tok_s_median=statistics.median(dec) if dec else float("nan"),
                         decode_tok_s_min=min(dec) if dec else float("nan"),
                         decode_tok_s_max=max(dec) if dec else float("nan"),
-                        e2e_tok_s_median=statistics.median(e2e)))
+                        e2e_tok_s_median=statistics.median(e2e),
+                        steps_timed=len(steps), step_ms_median=step,
+                        step_tok_s=batch * 1e3 / step if step else None))
+    by_round = {(r["mode"], r["batch"], r["variant"], r["round"]): r["decode_tok_s"] for r in records}
     for s in out:
         base = next((b for b in out if (b["mode"], b["batch"], b["variant"]) == (s["mode"], s["batch"], "unpatched")),
                     None)
         s["vs_unpatched"] = (s["decode_tok_s_median"] / base["decode_tok_s_median"]
                              if base and base["decode_tok_s_median"] else None)
+        # The same round's variants ran back to back: the median of their ratios cancels drifts between rounds.
+        pairs = [v / by_round[k[:2] + ("unpatched", k[3])] for k, v in by_round.items()
+                 if k[:3] == (s["mode"], s["batch"], s["variant"]) and by_round.get(k[:2] + ("unpatched", k[3]))
+                 and math.isfinite(v)]
+        s["paired_vs_unpatched"] = statistics.median(pairs) if pairs else None
+        s["step_vs_unpatched"] = (base["step_ms_median"] / s["step_ms_median"]
+                                  if base and base.get("step_ms_median") and s["step_ms_median"] else None)
     return out
 
 
@@ -497,15 +576,18 @@ def _pct(share) -> str:
 
 def table(summary: list, profiles: list) -> list:
     prof = {(p["mode"], p["batch"], p["variant"]): p for p in profiles}
-    lines = ["| mode | batch | variant | decode tok/s median | min | max | vs unpatched | end-to-end tok/s | "
-             "step µs (profiled) | gate µs | gate share |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mode | batch | variant | decode tok/s median | min | max | vs unpatched | paired vs unpatched | "
+             "step ms, per-token median | vs unpatched (per token) | end-to-end tok/s | step µs (profiled) | "
+             "gate µs | gate share | gate host µs/step |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summary:
         p = prof.get((s["mode"], s["batch"], s["variant"]), {})
         lines.append(f"| {s['mode']} | {s['batch']} | {s['variant']} | {_fmt(s['decode_tok_s_median'])} | "
                      f"{_fmt(s['decode_tok_s_min'])} | {_fmt(s['decode_tok_s_max'])} | "
-                     f"{_fmt(s['vs_unpatched'], '.3f')} | {_fmt(s['e2e_tok_s_median'])} | "
-                     f"{_fmt(p.get('step_us'))} | {_fmt(p.get('gate_us'), '.2f')} | {_pct(p.get('gate_share'))} |")
+                     f"{_fmt(s['vs_unpatched'], '.3f')} | {_fmt(s.get('paired_vs_unpatched'), '.3f')} | "
+                     f"{_fmt(s.get('step_ms_median'), '.2f')} | {_fmt(s.get('step_vs_unpatched'), '.3f')} | "
+                     f"{_fmt(s['e2e_tok_s_median'])} | {_fmt(p.get('step_us'))} | {_fmt(p.get('gate_us'), '.2f')} | "
+                     f"{_pct(p.get('gate_share'))} | {_fmt(p.get('gate_host_us'))} |")
     return lines
 
 
@@ -644,7 +726,9 @@ def main(argv=None) -> int:
                 outputs[mode, batch, v] = o
             for s in summarize(recs):
                 print(f"  {s['variant']:>9}: decode {s['decode_tok_s_median']:.1f} tok/s (min "
-                      f"{s['decode_tok_s_min']:.1f}, max {s['decode_tok_s_max']:.1f})", flush=True)
+                      f"{s['decode_tok_s_min']:.1f}, max {s['decode_tok_s_max']:.1f}), paired vs unpatched "
+                      f"{_fmt(s['paired_vs_unpatched'], '.3f')}, per-token median step "
+                      f"{_fmt(s['step_ms_median'], '.2f')} ms", flush=True)
             # The profiler pass of this mode and batch now, while its graphs exist; then they are let go (the
             # captured graphs of one batch size hold tens of GB of the allocator's memory at 24 layers).
             for v in [v for v in args.variants if v not in failed] if args.profile_steps > 0 else []:
@@ -652,7 +736,9 @@ def main(argv=None) -> int:
                     profiles.append(profile_variant(model, runner, v, n_gates, batch, args, device))
                     q = profiles[-1]
                     print(f"  profiled {v}: step {_fmt(q['step_us'])} {q['unit']}, gate "
-                          f"{_fmt(q['gate_us'], '.2f')} ({_pct(q['gate_share'])})", flush=True)
+                          f"{_fmt(q['gate_us'], '.2f')} ({_pct(q['gate_share'])})" + (
+                              f"; host: step {_fmt(q['step_host_us'])} µs, gates {_fmt(q['gate_host_us'])} µs"
+                              if q.get("gate_host_us") is not None else ""), flush=True)
                 except Exception as e:
                     notes.append(f"profiler pass {mode} batch {batch} {v}: FAILED ({first_line(e)})")
                     print(f"  profiled {v}: FAILED\n{traceback.format_exc()}", flush=True)
@@ -702,7 +788,12 @@ def main(argv=None) -> int:
             f"{', mode reduce-overhead: CUDA graphs' if args.compile_backend == 'inductor' else ''}). "
             f"Profiler columns: {args.profile_steps} decode steps per variant; gate = the router's kernels "
             "(eager: attributed to the gate's calls; graphs: cutlass_router's crt_* kernels by name, and for the "
-            "unpatched gate in cudagraph mode the eager profile's gate time), share of all GPU time in the step.", ""]
+            "unpatched gate in cudagraph mode the eager profile's gate time), share of all GPU time in the step. "
+            "Paired vs unpatched: the median over rounds of the variant's tok/s over the unpatched tok/s of the "
+            "same round (the variants of a round run back to back). Step ms, per-token median: every decode step "
+            "of every timed round, by the host clock at each token (eager and graph modes; generate synchronizes "
+            "once per step). Gate host µs/step (eager): the gates' host time per decode step, timed around each "
+            "gate call in a separate pass. The garbage collector is paused during each timed generate.", ""]
     md = head + table(summary, profiles) + [""]
     if agreement:
         md.append("Greedy tokens equal to the unpatched variant's (same mode and batch): "

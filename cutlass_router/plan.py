@@ -8,7 +8,7 @@ eager mode the Python around a launch costs more than the kernel.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -75,6 +75,17 @@ def kernel_for(device: int, N: int, K: int, M: int, dt: str, invariant: bool = F
 
 
 _PLANS: dict = {}
+_launch_module = None
+
+
+def _launch():
+    """The launch module, imported on first use (it needs cuda.bindings, which only the kernel path does); a
+    function-level import statement costs about half a microsecond on every call."""
+    global _launch_module
+    if _launch_module is None:
+        from . import launch
+        _launch_module = launch
+    return _launch_module
 
 
 def _signature(t) -> tuple:
@@ -148,8 +159,7 @@ def raw_stream(device: int) -> int:
 
 def launch_gemm(k, x, weight, bias, out, pdl: bool) -> None:
     """Pack (the kernel's family does) and launch on the current stream of x's device; LaunchError if refused."""
-    from . import launch
-
+    launch = _launch()
     dev = x.get_device()
     if dev != _current_device():  # a CUkernel launches into the current context
         with torch.cuda.device(dev):
@@ -166,13 +176,11 @@ def run_gemm(p: GemmPlan, x, weight, bias, out, pdl: bool):
     """Execute a plan: the kernel, or (CPU, unsupported GPU or layout, a refused launch) the torch path."""
     M, N = x.shape[0], weight.shape[0]
     if p.kernel is not None and M and N:
-        from .launch import LaunchError
-
         dst = x.new_empty((M, N), dtype=p.out_dtype) if out is None else out
         try:
             launch_gemm(p.kernel, x, weight, bias, dst, pdl)
             return dst
-        except LaunchError as e:  # nothing was enqueued: compute it through torch instead
+        except _launch().LaunchError as e:  # (evaluated only if raised) nothing was enqueued: torch computes it
             log_once(f"using the torch fallback: {e}")
     elif p.reason is not None and M and N:
         log_once(f"using the torch fallback: {p.reason}")
@@ -195,6 +203,13 @@ class RouteArgs:
     logits_dtype: torch.dtype | None
     weights_dtype: torch.dtype
     ids_dtype: torch.dtype
+    # The numbers' types, so that RouteArgs compare (and key plans) as the call was made: 2.0 == 2 and True == 1,
+    # but top_k=2.0 and renormalize=1 must meet validation, not a plan cached for top_k=2 or renormalize=True.
+    kinds: tuple = field(init=False, repr=False, default=())
+
+    def __post_init__(self):
+        object.__setattr__(self, "kinds", (type(self.top_k), type(self.renormalize), type(self.n_group),
+                                           type(self.topk_group)))
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,7 @@ class RoutePlan:
     reason: str | None          # why the torch path on a GPU (logged once)
     flags: int = 0
     invariant: bool = False
+    consts: object = None       # the kernel's families.route.RouteConsts: what every launch of this plan shares
 
 
 _ROUTE_PLANS: dict = {}
@@ -268,7 +284,12 @@ def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool,
     why = k.family.blocker(k.entry, M, N)
     if why:
         return RoutePlan(a, None, None, why, flags, invariant)
-    return RoutePlan(a, k, gemm_plan, None, flags, invariant)
+    fused = gemm_plan is None
+    consts = fam.route_consts(k.entry, M=M, N=N, K=K, ldx=x.stride(0) if fused else 0,
+                              ldw=weight.stride(0) if fused else 0, top_k=a.top_k, mode=fam.MODES[a.scoring],
+                              flags=flags, n_group=a.n_group, topk_group=a.topk_group,
+                              scale=a.routed_scaling_factor)
+    return RoutePlan(a, k, gemm_plan, None, flags, invariant, consts)
 
 
 def torch_route(x, weight, bias, correction_bias, a: RouteArgs):
@@ -284,36 +305,33 @@ def torch_route(x, weight, bias, correction_bias, a: RouteArgs):
 
 def launch_route(p: RoutePlan, x, weight, bias, correction_bias, weights, ids, logits, pdl: bool) -> None:
     """The fused kernel, or the GEMM into logits then the select kernel; LaunchError if the driver refuses."""
-    from . import launch
-    from .families import route as fam
-
+    launch = _launch()
     dev = x.get_device()
     if dev != _current_device():
         with torch.cuda.device(dev):
             return launch_route(p, x, weight, bias, correction_bias, weights, ids, logits, pdl)
-    a = p.args
-    M, K = x.shape
-    N = weight.shape[0]
-    source = 0
-    ldi = 0
+    source = ldi = 0
     if p.gemm is not None:  # two kernels: the logits go through global memory
         inter = logits if logits is not None and logits.dtype == p.gemm.out_dtype else \
-            x.new_empty((M, N), dtype=p.gemm.out_dtype)
+            x.new_empty((x.shape[0], weight.shape[0]), dtype=p.gemm.out_dtype)
         launch_gemm(p.gemm.kernel, x, weight, bias, inter, pdl)
         source, ldi = inter.data_ptr(), inter.stride(0)
         if logits is not None and inter is not logits:
             logits.copy_(inter)
-    buf, _, _ = launch.params_buffer()
-    fused = p.gemm is None
-    grid, cluster = fam.pack_route(
-        p.kernel, buf, x=x.data_ptr(), w=weight.data_ptr(), bias=0 if bias is None or not fused else bias.data_ptr(),
-        sel_bias=0 if correction_bias is None else correction_bias.data_ptr(), logits_in=source,
-        logits=logits.data_ptr() if fused and logits is not None else 0, weights=weights.data_ptr(),
-        ids=ids.data_ptr(), ldx=x.stride(0), ldw=weight.stride(0), ldi=ldi,
-        ldl=logits.stride(0) if logits is not None else 0, ldk=weights.stride(0), M=M, N=N, K=K, top_k=a.top_k,
-        mode=fam.MODES[a.scoring], flags=p.flags, n_group=a.n_group, topk_group=a.topk_group,
-        scale=float(a.routed_scaling_factor))
-    launch.launch(p.kernel, dev, raw_stream(dev), pdl, grid, cluster)
+        x_ptr = w_ptr = b_ptr = lg_ptr = 0  # the select kernel reads the logits only
+    else:
+        x_ptr, w_ptr = x.data_ptr(), weight.data_ptr()
+        b_ptr = 0 if bias is None else bias.data_ptr()
+        lg_ptr = 0 if logits is None else logits.data_ptr()
+    c = p.consts
+    p.kernel.family.pack_route(launch.params_buffer()[0], c, x_ptr, w_ptr, b_ptr,
+                               0 if correction_bias is None else correction_bias.data_ptr(), source, lg_ptr,
+                               weights.data_ptr(), ids.data_ptr(), ldi, 0 if logits is None else logits.stride(0),
+                               weights.stride(0))
+    # After our GEMM the select kernel always launches with PDL: the GEMM lets its dependents launch early and the
+    # select kernel waits (griddepcontrol.wait) before it reads the logits, so its launch overlaps the GEMM's tail
+    # (up to 1.9 us per layer in the decode-layer benchmark); `pdl` is the caller's choice for the first kernel.
+    launch.launch(p.kernel, dev, raw_stream(dev), pdl or p.gemm is not None, c.grid, c.cluster)
 
 
 def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool):
@@ -327,12 +345,10 @@ def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool):
     if M == 0:
         return out
     if p.kernel is not None:
-        from .launch import LaunchError
-
         try:
             launch_route(p, x, weight, bias, correction_bias, weights, ids, logits, pdl)
             return out
-        except LaunchError as e:
+        except _launch().LaunchError as e:
             log_once(f"route: using the torch fallback: {e}")
     elif p.reason is not None:
         log_once(f"route: using the torch fallback: {p.reason}")

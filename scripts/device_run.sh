@@ -30,7 +30,7 @@ for step in $steps; do
         echo "--- old template"; timeout 120 python3 scripts/profile_route.py 2>&1 | tail -16
         cp /tmp/route_new.cuh cutlass_router/templates/route.cuh; echo "--- new template"; fi
       timeout 120 python3 scripts/profile_route.py 2>&1 | tail -16 ;;
-    tune) timeout ${TUNE_S:-380} python3 -m cutlass_router tune --model ${TUNE_MODELS:-gpt-oss-20b gpt-oss-120b deepseek-v3} \
+    tune) timeout ${TUNE_S:-380} python3 -m cutlass_router tune --model ${TUNE_MODELS:-gpt-oss-20b gpt-oss-120b deepseek-v3} ${TUNE_ARGS:-} \
             2>&1 | grep -v "  skip"; cp cutlass_router/tuned/sm_90a.json "$RES/" ;;
     bench) python3 benchmarks/bench_decode_layer.py --out "$RES" 2>&1 | tail -80 ;;
     iso) for m in openai/gpt-oss-120b openai/gpt-oss-20b; do

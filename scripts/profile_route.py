@@ -32,14 +32,12 @@ def select_only(logits, corr, a: plan.RouteArgs, weights, ids):
     M, N = logits.shape
     flags = (fam.INPUT_F32 if logits.dtype == torch.float32 else 0) | (
         fam.SELECT_BF16 if a.logit_precision == "bf16" else 0) | (fam.RENORMALIZE if a.renormalize else 0)
-    buf, _, _ = launch.params_buffer()
-    grid, cluster = fam.pack_route(
-        k, buf, x=0, w=0, bias=0, sel_bias=0 if corr is None else corr.data_ptr(), logits_in=logits.data_ptr(),
-        logits=0, weights=weights.data_ptr(), ids=ids.data_ptr(), ldx=0, ldw=0, ldi=logits.stride(0), ldl=0,
-        ldk=weights.stride(0), M=M, N=N, K=0, top_k=a.top_k, mode=fam.MODES[a.scoring], flags=flags,
-        n_group=a.n_group, topk_group=a.topk_group, scale=float(a.routed_scaling_factor))
+    c = fam.route_consts(k.entry, M=M, N=N, K=0, ldx=0, ldw=0, top_k=a.top_k, mode=fam.MODES[a.scoring],
+                         flags=flags, n_group=a.n_group, topk_group=a.topk_group, scale=a.routed_scaling_factor)
+    fam.pack_route(launch.params_buffer()[0], c, 0, 0, 0, 0 if corr is None else corr.data_ptr(), logits.data_ptr(),
+                   0, weights.data_ptr(), ids.data_ptr(), logits.stride(0), 0, weights.stride(0))
     dev = logits.get_device()
-    launch.launch(k, dev, plan.raw_stream(dev), False, grid, cluster)
+    launch.launch(k, dev, plan.raw_stream(dev), False, c.grid, c.cluster)
 
 
 def main():

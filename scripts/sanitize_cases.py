@@ -59,10 +59,14 @@ def main() -> int:
     skip = os.environ.get("SANITIZE_EXCLUDE")  # comma-separated symbols a tool cannot check (sanitize.sh says why)
     if skip:
         symbols -= set(skip.split(","))
+    shapes = os.environ.get("SANITIZE_SHAPES")  # comma-separated MxNxK: only these (to tell which case a report is)
+    keep = None if not shapes else {tuple(map(int, t.split("x"))) for t in shapes.split(",")}
     bad = cases = 0
     for sym in sorted(symbols):
         is_route = manifest.entry(sym).family == "route"
         for M, N, K in ROUTE_SHAPES if is_route else SHAPES:
+            if keep is not None and (M, N, K) not in keep:
+                continue
             if os.environ.get("SANITIZE_VERBOSE"):  # a tool that kills the process: the last line names the case
                 print(f"{sym} M={M} N={N} K={K}", flush=True)
             cases += 1

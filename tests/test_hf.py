@@ -560,3 +560,28 @@ def test_bench_e2e_graph_decoder_decodes_what_generate_decodes():
     bench.set_variant(model, "unpatched", 2)
     with pytest.raises(ValueError, match="at most 10"):
         dec.generate(ids, None, 11)
+
+
+def test_bench_e2e_summary_pairs_rounds_and_pools_token_steps():
+    """The benchmark's statistics: the paired ratio is the median over rounds of the variant's tok/s over the
+    unpatched tok/s of the same round (a slow round slows both); the per-token figure pools every timed step."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_e2e_hf as bench
+
+    def rec(variant, rnd, tok_s, steps):
+        return dict(mode="eager", batch=1, variant=variant, round=rnd, decode_tok_s=tok_s, e2e_tok_s=tok_s,
+                    step_ms=steps)
+
+    records = [rec("unpatched", 1, 30.0, [33.0, 34.0]), rec("route", 1, 31.5, [32.0, 32.5]),   # 1.05
+               rec("unpatched", 2, 20.0, [50.0, 51.0]), rec("route", 2, 20.4, [49.0, 60.0]),   # 1.02 (slow round)
+               rec("unpatched", 3, 30.0, [33.0, 33.5]), rec("route", 3, 33.0, [30.0, 31.0])]   # 1.10
+    got = {s["variant"]: s for s in bench.summarize(records)}
+    assert abs(got["route"]["paired_vs_unpatched"] - 1.05) < 1e-9
+    assert abs(got["route"]["vs_unpatched"] - 31.5 / 30.0) < 1e-9  # medians of each variant's rounds
+    assert got["route"]["steps_timed"] == 6 and got["route"]["step_ms_median"] == (32.0 + 32.5) / 2
+    assert got["unpatched"]["step_ms_median"] == (33.5 + 34.0) / 2
+    assert abs(got["route"]["step_vs_unpatched"] - 33.75 / 32.25) < 1e-9
+    assert got["unpatched"]["paired_vs_unpatched"] == 1.0

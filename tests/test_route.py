@@ -118,6 +118,19 @@ def test_bad_arguments_name_the_argument(kwargs, exc, pattern):
         route(x, w, bias, top_k, **kw)
 
 
+@pytest.mark.parametrize("good, bad, pattern", [
+    (dict(top_k=2), dict(top_k=2.0), "top_k must be an int"),
+    (dict(top_k=2, scoring="softmax_topk", renormalize=True),
+     dict(top_k=2, scoring="softmax_topk", renormalize=1), "renormalize must be True or False"),
+])
+def test_a_cached_call_does_not_admit_an_equal_value_of_the_wrong_type(good, bad, pattern):
+    # 2.0 == 2 and 1 == True: the argument and plan caches must not take one for the other
+    x, w, b = inputs(7)
+    route(x, w, b, **good)
+    with pytest.raises(TypeError, match=re.escape(pattern)):
+        route(x, w, b, **bad)
+
+
 def test_x_and_weight_errors_are_router_gemm_s():
     x, w, b = inputs(7)
     with pytest.raises(TypeError, match="x must be torch.bfloat16"):
@@ -170,3 +183,38 @@ def test_a_model_s_parameters_take_the_fast_path_under_no_grad():
 
     with torch.no_grad():
         assert ops.needs_dispatcher(x, w.detach().as_subclass(Sub), None)
+
+
+@pytest.mark.parametrize("pdl", [False, True])
+def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypatch, pdl):
+    """The two-kernel path: the GEMM launches as the caller asked, the select kernel always with PDL (it waits for
+    the logits with griddepcontrol.wait, and the overlap is its point); the fused kernel launches as asked. The
+    launches are recorded instead of made (no GPU needed); what is packed for the select kernel is checked too."""
+    import types
+
+    from cutlass_router import plan
+    from cutlass_router.families import route as fam
+    from cutlass_router.manifest import entries
+
+    x, w, b = inputs(5, 32, 64)
+    launched, gemms = [], []
+    fake = types.SimpleNamespace(params_buffer=lambda: (bytearray(fam.PARAMS.size), 0, None),
+                                 launch=lambda k, dev, stream, p, grid, cluster: launched.append((k, p, grid)),
+                                 LaunchError=RuntimeError)
+    monkeypatch.setattr(plan, "_launch", lambda: fake)
+    monkeypatch.setattr(plan, "_current_device", lambda: x.get_device())
+    monkeypatch.setattr(plan, "raw_stream", lambda dev: 0)
+    monkeypatch.setattr(plan, "launch_gemm", lambda k, x_, w_, b_, out, p: gemms.append((k, p, out.dtype)))
+    a = ops._args(4, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32)
+    for symbol in ("crt_route_select", next(s for s in entries() if s.startswith("crt_route_w"))):
+        e = entries()[symbol]
+        k = types.SimpleNamespace(entry=e, family=fam)
+        select = e.config["select_only"]
+        gemm = plan.GemmPlan(torch.bfloat16, "the gemm kernel", None, False) if select else None
+        c = fam.route_consts(e, M=5, N=32, K=64, ldx=0 if select else 64, ldw=0 if select else 64, top_k=4,
+                             mode=0, flags=0, n_group=1, topk_group=1, scale=1.0)
+        p = plan.RoutePlan(a, k, gemm, None, 0, False, c)
+        launched.clear(), gemms.clear()
+        plan.launch_route(p, x, w, b, None, torch.empty(5, 4), torch.empty(5, 4, dtype=torch.int32), None, pdl)
+        assert launched == [(k, True if select else pdl, c.grid)], symbol
+        assert gemms == ([("the gemm kernel", pdl, torch.bfloat16)] if select else []), symbol

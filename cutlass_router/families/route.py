@@ -118,10 +118,26 @@ def grid(entry, M: int, N: int) -> tuple[tuple[int, int, int], tuple[int, int, i
     return (ctas, -(-M // lc["tile_tokens"]), 1), (ctas, 1, 1)
 
 
-def pack_route(k, buf, *, x: int, w: int, bias: int, sel_bias: int, logits_in: int, logits: int, weights: int,
-               ids: int, ldx: int, ldw: int, ldi: int, ldl: int, ldk: int, M: int, N: int, K: int, top_k: int,
-               mode: int, flags: int, n_group: int, topk_group: int, scale: float):
-    """Write RouteParams into buf; return (grid, cluster)."""
-    PARAMS.pack_into(buf, 0, x, w, bias, sel_bias, logits_in, logits, weights, ids, ldx, ldw, ldi, ldl, ldk,
-                     M, N, K, top_k, mode, flags, n_group, topk_group, scale, 0)
-    return grid(k.entry, M, N)
+@dataclass(frozen=True)
+class RouteConsts:
+    """What a launch's parameters hold that does not change between calls with the same plan (shapes, strides of
+    x and the weight, the choice's scalars) and the launch geometry: made once per plan, so that a call packs only
+    its pointers and its outputs' strides."""
+    ldx: int
+    ldw: int
+    tail: tuple                      # M, N, K, top_k, mode, flags, n_group, topk_group, scale, 0 (RouteParams order)
+    grid: tuple[int, int, int]
+    cluster: tuple[int, int, int]
+
+
+def route_consts(entry, *, M: int, N: int, K: int, ldx: int, ldw: int, top_k: int, mode: int, flags: int,
+                 n_group: int, topk_group: int, scale: float) -> RouteConsts:
+    g, c = grid(entry, M, N)
+    return RouteConsts(ldx, ldw, (M, N, K, top_k, mode, flags, n_group, topk_group, float(scale), 0), g, c)
+
+
+def pack_route(buf, c: RouteConsts, x: int, w: int, bias: int, sel_bias: int, logits_in: int, logits: int,
+               weights: int, ids: int, ldi: int, ldl: int, ldk: int) -> None:
+    """Write RouteParams into buf: this call's pointers and output strides, the plan's constants."""
+    PARAMS.pack_into(buf, 0, x, w, bias, sel_bias, logits_in, logits, weights, ids, c.ldx, c.ldw, ldi, ldl, ldk,
+                     *c.tail)

@@ -213,12 +213,12 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
     }
   }
 
-  // top_k rounds; lane j keeps the j-th choice.
+  // top_k rounds; lane j keeps the j-th choice. Not unrolled: in a decode step the kernel's code is cold (the
+  // layers' weights stream through L2 between two routings), and a rolled round is fetched once, not top_k times.
   int my_id = 0;
   float my_val = 0.f;
-#pragma unroll
-  for (int r = 0; r < kRouteMaxTopK; ++r) {
-    if (r >= top_k) break;
+#pragma unroll 1
+  for (int r = 0; r < top_k; ++r) {
     // The lane's best: a tournament over its slots (depth log2 kMaxP, not a chain of kMaxP dependent compares).
     // A slot beats the slot to its left only with a strictly larger key, so the lower id wins a tie.
     uint32_t tk[kMaxP];
