@@ -208,8 +208,14 @@ class GraphDecoder:
         self.out = torch.zeros(batch, self.max_new, dtype=torch.long, device=device)  # every token emitted
         self.capture = device.type == "cuda"  # elsewhere (the --tiny CPU check) the steps run eagerly
         self.pool = torch.cuda.graph_pool_handle() if self.capture else None
+        # One stream for the warm-up and every capture, as serving engines capture (torch.cuda.graph makes a new
+        # stream per graph otherwise).
+        self.stream = torch.cuda.Stream(device) if self.capture else None
         self.graphs: dict = {}  # (variant, prompt length) -> [graph of decode step i]
 
+    # Without grad, as generate() runs: with autograd on, the cache's in-place updates chained every step's
+    # activations into one graph (0.4 GB per decode step kept at batch 8: out of memory before the captures ended).
+    @torch.no_grad()
     def _advance(self, ids, start: int, slot: int) -> None:
         """Run ids from position start, leave the next token in self.tok and in self.out[:, slot]."""
         pos = torch.arange(start, start + ids.shape[1], device=self.device)
@@ -230,25 +236,31 @@ class GraphDecoder:
         key = (getattr(self.model, "_bench_variant", None), ids.shape[1])
         if key not in self.graphs and self.capture:
             steps = self.max_new - 1
-            side = torch.cuda.Stream(self.device)
+            side = self.stream
             side.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(side):  # warm-up: every position once, eagerly
                 self._prefill(ids)
                 for i in range(steps):
                     self._step(i, ids.shape[1])
             torch.cuda.current_stream(self.device).wait_stream(side)
+            self._memory(f"warm-up of {steps} steps ({key[0]})")
             self._prefill(ids)  # the cache's Python state at the first position again; captures then advance it
             graphs = []
             for i in range(steps):
                 g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g, pool=self.pool):
+                with torch.cuda.graph(g, pool=self.pool, stream=self.stream):
                     self._step(i, ids.shape[1])
                 graphs.append(g)
+                if i in (0, steps // 2):
+                    self._memory(f"{i + 1} graphs captured ({key[0]})")
             self.graphs[key] = graphs
-            gib = 2 ** 30
-            print(f"  captured {steps} graphs ({key[0]}): {torch.cuda.memory_allocated(self.device) / gib:.1f} GiB "
-                  f"allocated, {torch.cuda.memory_reserved(self.device) / gib:.1f} reserved", flush=True)
+            self._memory(f"{steps} graphs captured ({key[0]})")
         return self.graphs.get(key, [])
+
+    def _memory(self, when: str) -> None:
+        gib = 2 ** 30
+        print(f"  after {when}: {torch.cuda.memory_allocated(self.device) / gib:.1f} GiB allocated, "
+              f"{torch.cuda.memory_reserved(self.device) / gib:.1f} reserved", flush=True)
 
     def generate(self, ids, mask, n: int, logits_processor=None, **extra):
         if n > self.max_new:
