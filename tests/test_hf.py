@@ -585,3 +585,29 @@ def test_bench_e2e_summary_pairs_rounds_and_pools_token_steps():
     assert got["unpatched"]["step_ms_median"] == (33.5 + 34.0) / 2
     assert abs(got["route"]["step_vs_unpatched"] - 33.75 / 32.25) < 1e-9
     assert got["unpatched"]["paired_vs_unpatched"] == 1.0
+
+
+def test_bench_e2e_gate_wrappers_count_and_restore():
+    """The benchmark's gate wrappers (host timing, profiler ranges) see every gate call and put each gate's forward
+    back as it was: the class's for an unpatched gate, the instance's for a patched one."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bench_e2e_hf as bench
+
+    cfg_cls, model_cls, _, _, _ = family_parts("gpt_oss")
+    values = dict(bench.TINY, layer_types=["sliding_attention", "full_attention"])
+    torch.manual_seed(0)
+    model = model_cls._from_config(cfg_cls(**values), dtype=torch.bfloat16).eval()
+    gates = [m for m in model.modules() if type(m).__name__ == bench.GATE_CLASS]
+    bench.set_variant(model, "route", len(gates))
+    gates[1].__dict__.pop("forward")  # one patched (an instance forward), one as the class has it
+    before = [(("forward" in g.__dict__), g.forward) for g in gates]
+    ids = torch.randint(0, values["vocab_size"], (1, 5))
+    with torch.no_grad():
+        with bench.host_timed_gates(model) as acc:
+            model(input_ids=ids)
+    assert acc["calls"] == len(gates) and acc["seconds"] > 0
+    assert [(("forward" in g.__dict__), g.forward) for g in gates] == before
+    bench.set_variant(model, "unpatched", len(gates))
