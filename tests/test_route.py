@@ -197,14 +197,15 @@ def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypat
     from cutlass_router.manifest import entries
 
     x, w, b = inputs(5, 32, 64)
-    launched, gemms = [], []
-    fake = types.SimpleNamespace(params_buffer=lambda: (bytearray(fam.PARAMS.size), 0, None),
+    launched, gemms, buf = [], [], bytearray(fam.PARAMS.size)
+    fake = types.SimpleNamespace(params_buffer=lambda: (buf, 0, None),
                                  launch=lambda k, dev, stream, p, grid, cluster: launched.append((k, p, grid)),
                                  LaunchError=RuntimeError)
     monkeypatch.setattr(plan, "_launch", lambda: fake)
     monkeypatch.setattr(plan, "_current_device", lambda: x.get_device())
     monkeypatch.setattr(plan, "raw_stream", lambda dev: 0)
-    monkeypatch.setattr(plan, "launch_gemm", lambda k, x_, w_, b_, out, p: gemms.append((k, p, out.dtype)))
+    monkeypatch.setattr(plan, "launch_gemm",
+                        lambda k, x_, w_, b_, out, p: gemms.append((k, p, out.dtype, out.data_ptr())))
     a = ops._args(4, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32)
     for symbol in ("crt_route_select", next(s for s in entries() if s.startswith("crt_route_w"))):
         e = entries()[symbol]
@@ -215,6 +216,13 @@ def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypat
                              mode=0, flags=0, n_group=1, topk_group=1, scale=1.0)
         p = plan.RoutePlan(a, k, gemm, None, 0, False, c)
         launched.clear(), gemms.clear()
-        plan.launch_route(p, x, w, b, None, torch.empty(5, 4), torch.empty(5, 4, dtype=torch.int32), None, pdl)
+        weights, ids = torch.empty(5, 4), torch.empty(5, 4, dtype=torch.int32)
+        plan.launch_route(p, x, w, b, None, weights, ids, None, pdl)
         assert launched == [(k, True if select else pdl, c.grid)], symbol
-        assert gemms == ([("the gemm kernel", pdl, torch.bfloat16)] if select else []), symbol
+        assert [g[:3] for g in gemms] == ([("the gemm kernel", pdl, torch.bfloat16)] if select else []), symbol
+        # RouteParams: x, w, bias, sel_bias, logits_in, logits, weights, ids; ldx, ldw, ldi, ldl, ldk; M, N, K, ...
+        v = fam.PARAMS.unpack(bytes(buf))
+        inputs_ = (0, 0, 0, 0, gemms[0][3], 0) if select else (x.data_ptr(), w.data_ptr(), b.data_ptr(), 0, 0, 0)
+        assert v[:8] == inputs_ + (weights.data_ptr(), ids.data_ptr()), symbol
+        assert v[8:13] == ((0, 0, 32, 0, 4) if select else (64, 64, 0, 0, 4)), symbol
+        assert v[13:17] == (5, 32, 64, 4), symbol
