@@ -527,10 +527,10 @@ def profile_variant(model, runner: Runner, variant: str, n_gates: int, batch: in
     host = {}
     if annotate:  # eager: the gates' host time per decode step, without the profiler's overhead
         clock = StepClock()
+        forwards = steps + 3  # tokens generated: the prefill and every decode step call each gate once
         with host_timed_gates(model) as acc:
-            runner.generate(ids, torch.ones_like(ids), steps + 3, logits_processor=LogitsProcessorList([clock]))
+            runner.generate(ids, torch.ones_like(ids), forwards, logits_processor=LogitsProcessorList([clock]))
             sync(device)
-        forwards = steps + 3  # the prefill and every decode step call each gate once
         host = dict(gate_host_us=acc["seconds"] * 1e6 / forwards if acc["calls"] else None,
                     step_host_us=statistics.median(clock.steps_ms()) * 1e3 if len(clock.times) > 1 else None)
     step_us = result["total_us"] / steps
@@ -741,8 +741,8 @@ def main(argv=None) -> int:
                       f"{s['decode_tok_s_min']:.1f}, max {s['decode_tok_s_max']:.1f}), paired vs unpatched "
                       f"{_fmt(s['paired_vs_unpatched'], '.3f')}, per-token median step "
                       f"{_fmt(s['step_ms_median'], '.2f')} ms", flush=True)
-            # The profiler pass of this mode and batch now, while its graphs exist; then they are let go (the
-            # captured graphs of one batch size hold tens of GB of the allocator's memory at 24 layers).
+            # The profiler pass of this mode and batch now, while its graphs exist; then they are let go (one set of
+            # graphs per variant and batch would otherwise pile up across the run).
             for v in [v for v in args.variants if v not in failed] if args.profile_steps > 0 else []:
                 try:
                     profiles.append(profile_variant(model, runner, v, n_gates, batch, args, device))

@@ -191,8 +191,7 @@ def _args(*values):
     """RouteArgs(top_k, scoring, renormalize, n_group, topk_group, routed_scaling_factor, logit_precision,
     logits_dtype, weights_dtype, ids_dtype), the same object for the same values (a dict lookup instead of a
     dataclass construction per call; plan.route hashes it again)."""
-    # The numbers' types are part of the key: 2.0 == 2 and True == 1, but top_k=2.0 and renormalize=1 are errors.
-    key = (values, type(values[0]), type(values[2]), type(values[3]), type(values[4]))
+    key = (values, plan.number_kinds(values[0], values[2], values[3], values[4]))
     try:
         found = _ARGS.get(key)
     except TypeError:  # an unhashable value: validate.check_route names it

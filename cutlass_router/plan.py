@@ -203,13 +203,27 @@ class RouteArgs:
     logits_dtype: torch.dtype | None
     weights_dtype: torch.dtype
     ids_dtype: torch.dtype
-    # The numbers' types, so that RouteArgs compare (and key plans) as the call was made: 2.0 == 2 and True == 1,
-    # but top_k=2.0 and renormalize=1 must meet validation, not a plan cached for top_k=2 or renormalize=True.
+    # The numbers' types, so that RouteArgs compare (and key plans) as the call was made (number_kinds).
     kinds: tuple = field(init=False, repr=False, default=())
 
     def __post_init__(self):
-        object.__setattr__(self, "kinds", (type(self.top_k), type(self.renormalize), type(self.n_group),
-                                           type(self.topk_group)))
+        object.__setattr__(self, "kinds", number_kinds(self.top_k, self.renormalize, self.n_group, self.topk_group))
+
+
+def number_kinds(top_k, renormalize, n_group, topk_group) -> tuple:
+    """The types of route()'s numbers, part of every cache key made of them: 2.0 == 2 and True == 1, but top_k=2.0
+    and renormalize=1 must meet validation, not an entry cached for top_k=2 or renormalize=True."""
+    return type(top_k), type(renormalize), type(n_group), type(topk_group)
+
+
+def route_flags(a: RouteArgs, input_f32: bool = False) -> int:
+    """RouteParams.flags for these arguments; input_f32: the select kernel reads fp32 logits."""
+    from .families import route as fam
+
+    return ((fam.RENORMALIZE if a.renormalize else 0) | (fam.SELECT_BF16 if a.logit_precision == "bf16" else 0)
+            | (fam.LOGITS_F32 if a.logits_dtype == torch.float32 else 0)
+            | (fam.WEIGHTS_BF16 if a.weights_dtype == torch.bfloat16 else 0)
+            | (fam.IDS_INT64 if a.ids_dtype == torch.int64 else 0) | (fam.INPUT_F32 if input_f32 else 0))
 
 
 @dataclass(frozen=True)
@@ -218,9 +232,8 @@ class RoutePlan:
     kernel: object | None       # the fused route kernel, or the select kernel after `gemm`; None: the torch path
     gemm: GemmPlan | None       # the two-kernel path: the GEMM that writes the logits the select kernel reads
     reason: str | None          # why the torch path on a GPU (logged once)
-    flags: int = 0
     invariant: bool = False
-    consts: object = None       # the kernel's families.route.RouteConsts: what every launch of this plan shares
+    consts: object = None       # the kernel's families.route.RouteConsts (flags included): what every launch shares
 
 
 _ROUTE_PLANS: dict = {}
@@ -250,24 +263,21 @@ def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool,
     validate.check_route(x, weight, bias, a.top_k, a.scoring, a.renormalize, a.n_group, a.topk_group,
                          correction_bias, a.routed_scaling_factor, a.logit_precision, a.logits_dtype,
                          a.weights_dtype, a.ids_dtype)
-    flags = ((fam.RENORMALIZE if a.renormalize else 0) | (fam.SELECT_BF16 if a.logit_precision == "bf16" else 0)
-             | (fam.LOGITS_F32 if a.logits_dtype == torch.float32 else 0)
-             | (fam.WEIGHTS_BF16 if a.weights_dtype == torch.bfloat16 else 0)
-             | (fam.IDS_INT64 if a.ids_dtype == torch.int64 else 0))
     if not x.is_cuda:
-        return RoutePlan(a, None, None, None, flags, invariant)
+        return RoutePlan(a, None, None, None, invariant)
     M, K = x.shape
     N = weight.shape[0]
     reason = (f"{env.DISABLE} is set" if disabled else validate.kernel_blocker(x, weight, bias)
               or device_blocker(x.device.index)
               or fam.selection_blocker(N, a.top_k, a.scoring, a.n_group, a.topk_group))
     if reason:
-        return RoutePlan(a, None, None, reason, flags, invariant)
+        return RoutePlan(a, None, None, reason, invariant)
     from . import build, launch
 
     if choice is None:
         choice = dispatch.GEMM_THEN_SELECT if invariant else dispatch.choose_route(N, K, M)
     gemm_plan = None
+    wide = False  # the select kernel reads fp32 logits
     try:
         if choice == dispatch.GEMM_THEN_SELECT:
             # The GEMM writes the logits in the precision the choice is made in (fp32 also when fp32 logits are
@@ -275,21 +285,20 @@ def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool,
             wide = a.logit_precision == "fp32" or a.logits_dtype == torch.float32
             gemm_plan = gemm(x, weight, bias, torch.float32 if wide else torch.bfloat16, None, invariant)
             if gemm_plan.kernel is None:
-                return RoutePlan(a, None, None, gemm_plan.reason, flags, invariant)
-            flags |= fam.INPUT_F32 if wide else 0
+                return RoutePlan(a, None, None, gemm_plan.reason, invariant)
             choice = dispatch.SELECT
         k = launch.load(choice)
     except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
-        return RoutePlan(a, None, None, f"kernel {choice} unavailable: {e}", flags, invariant)
+        return RoutePlan(a, None, None, f"kernel {choice} unavailable: {e}", invariant)
     why = k.family.blocker(k.entry, M, N)
     if why:
-        return RoutePlan(a, None, None, why, flags, invariant)
+        return RoutePlan(a, None, None, why, invariant)
     fused = gemm_plan is None
     consts = fam.route_consts(k.entry, M=M, N=N, K=K, ldx=x.stride(0) if fused else 0,
                               ldw=weight.stride(0) if fused else 0, top_k=a.top_k, mode=fam.MODES[a.scoring],
-                              flags=flags, n_group=a.n_group, topk_group=a.topk_group,
+                              flags=route_flags(a, wide), n_group=a.n_group, topk_group=a.topk_group,
                               scale=a.routed_scaling_factor)
-    return RoutePlan(a, k, gemm_plan, None, flags, invariant, consts)
+    return RoutePlan(a, k, gemm_plan, None, invariant, consts)
 
 
 def torch_route(x, weight, bias, correction_bias, a: RouteArgs):

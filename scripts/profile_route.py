@@ -30,10 +30,8 @@ def select_only(logits, corr, a: plan.RouteArgs, weights, ids):
     """Launch crt_route_select on logits that are already there (what the two-kernel path runs second)."""
     k = launch.load(dispatch.SELECT)
     M, N = logits.shape
-    flags = (fam.INPUT_F32 if logits.dtype == torch.float32 else 0) | (
-        fam.SELECT_BF16 if a.logit_precision == "bf16" else 0) | (fam.RENORMALIZE if a.renormalize else 0)
     c = fam.route_consts(k.entry, M=M, N=N, K=0, ldx=0, ldw=0, top_k=a.top_k, mode=fam.MODES[a.scoring],
-                         flags=flags, n_group=a.n_group, topk_group=a.topk_group, scale=a.routed_scaling_factor)
+                         flags=plan.route_flags(a, logits.dtype == torch.float32), n_group=a.n_group, topk_group=a.topk_group, scale=a.routed_scaling_factor)
     fam.pack_route(launch.params_buffer()[0], c, 0, 0, 0, 0 if corr is None else corr.data_ptr(), logits.data_ptr(),
                    0, weights.data_ptr(), ids.data_ptr(), logits.stride(0), 0, weights.stride(0))
     dev = logits.get_device()

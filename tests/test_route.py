@@ -214,7 +214,7 @@ def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypat
         gemm = plan.GemmPlan(torch.bfloat16, "the gemm kernel", None, False) if select else None
         c = fam.route_consts(e, M=5, N=32, K=64, ldx=0 if select else 64, ldw=0 if select else 64, top_k=4,
                              mode=0, flags=0, n_group=1, topk_group=1, scale=1.0)
-        p = plan.RoutePlan(a, k, gemm, None, 0, False, c)
+        p = plan.RoutePlan(a, k, gemm, None, False, c)
         launched.clear(), gemms.clear()
         weights, ids = torch.empty(5, 4), torch.empty(5, 4, dtype=torch.int32)
         plan.launch_route(p, x, w, b, None, weights, ids, None, pdl)
