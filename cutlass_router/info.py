@@ -8,6 +8,7 @@ def report() -> str:
     import torch
 
     from . import build, cache, dispatch, env, manifest, models, resolve, target
+    from .families.route import select_symbol
 
     lines = [f"python {platform.python_version()}, torch {torch.__version__}"]
     try:
@@ -59,7 +60,8 @@ def report() -> str:
         for r in dispatch.route_ladder(N, K):
             span = f"> {low}" if r.max_m >= 1 << 62 else f"{low + 1}..{r.max_m}"
             if r.kernel == dispatch.GEMM_THEN_SELECT:
-                what = f"the GEMM above, then {dispatch.SELECT} - {_say({origins[dispatch.SELECT]})}"
+                sel = select_symbol(N, model.route.get("scoring", "topk_softmax"))
+                what = f"the GEMM above, then {sel} - {_say({origins[sel]})}"
             else:
                 what = f"{r.kernel} - {_say({origins[r.kernel]})}"
             lines.append(f"  route, M {span}: {what}")

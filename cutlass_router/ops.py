@@ -37,18 +37,21 @@ def _gemm(x, weight, bias, out_dtype, out, pdl, batch_invariant):
 def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl: Optional[bool] = None,
                out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Run one named kernel of the manifest, bypassing dispatch (for tests, tuning and benchmarks)."""
-    from . import launch
+    from . import families, launch, manifest
 
     out_dtype = validate.check_args(x, weight, bias, out_dtype, out)
     reason = plan.device_blocker(x.device.index) or validate.kernel_blocker(x, weight, bias, out)
     if reason:
         raise ValueError(f"kernel {symbol} cannot run these inputs: {reason}")
-    k = launch.load(symbol)
-    if k.entry.out_dtype != plan._DTYPE_NAME[out_dtype]:
-        raise ValueError(f"kernel {symbol} writes {k.entry.out_dtype}, not {out_dtype}")
-    why = k.family.blocker(k.entry, x.shape[0], weight.shape[0])
+    # Refused before loading: a kernel that is neither shipped nor cached would be compiled first (a minute, or a
+    # ToolkitNotFound where there is no nvcc) only to say that it cannot take this shape.
+    e = manifest.entry(symbol)
+    if e.out_dtype != plan._DTYPE_NAME[out_dtype]:
+        raise ValueError(f"kernel {symbol} writes {e.out_dtype}, not {out_dtype}")
+    why = families.of(e.family).blocker(e, x.shape[0], weight.shape[0])
     if why:
         raise ValueError(why)
+    k = launch.load(symbol)
     if out is None:
         out = x.new_empty((x.shape[0], weight.shape[0]), dtype=out_dtype)
     if out.numel():
@@ -56,18 +59,55 @@ def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl:
     return out
 
 
-@torch.library.custom_op("cutlass_router::router_gemm", mutates_args=())
-def router_gemm_op(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                   out_dtype: Optional[torch.dtype] = None, pdl: Optional[bool] = None,
-                   batch_invariant: Optional[bool] = None) -> torch.Tensor:
+# router_gemm is the op engines call once per layer, so it is defined the way vLLM defines its ops, without the
+# custom_op wrapper (which adds a Python autograd layer with a pytree walk, a dynamo-disable frame and an output
+# alias check to every call): the schema, the body for every backend below autograd, a fake, and our own autograd
+# kernel, which redispatches below autograd at once when nothing needs a gradient.
+_lib = torch.library.Library("cutlass_router", "FRAGMENT")
+_lib.define("router_gemm(Tensor x, Tensor weight, Tensor? bias=None, ScalarType? out_dtype=None, bool? pdl=None, "
+            "bool? batch_invariant=None) -> Tensor")
+
+
+def _router_gemm_body(x, weight, bias=None, out_dtype=None, pdl=None, batch_invariant=None):
     """x [M, K] @ weight[N, K].T + bias[N], fp32 accumulation, in out_dtype (bf16 by default)."""
     return _gemm(x, weight, bias, out_dtype, None, pdl, batch_invariant)
 
 
-@router_gemm_op.register_fake
+_lib.impl("router_gemm", _router_gemm_body, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("cutlass_router::router_gemm")
 def _(x, weight, bias=None, out_dtype=None, pdl=None, batch_invariant=None):
     out_dtype = validate.check_args(x, weight, bias, out_dtype)
     return x.new_empty((x.shape[0], weight.shape[0]), dtype=out_dtype)
+
+
+_ROUTER_GEMM = torch.ops.cutlass_router.router_gemm.default
+_BELOW_AUTOGRAD = torch._C._after_autograd_keyset
+
+
+class _RouterGemmGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, out_dtype, pdl, batch_invariant):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _ROUTER_GEMM(x, weight, bias, out_dtype, pdl, batch_invariant)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _backward(ctx, grad)
+
+
+def _router_gemm_autograd(keyset, x, weight, bias=None, out_dtype=None, pdl=None, batch_invariant=None):
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return _RouterGemmGrad.apply(x, weight, bias, out_dtype, pdl, batch_invariant)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _ROUTER_GEMM.redispatch(keyset & _BELOW_AUTOGRAD, x, weight, bias, out_dtype, pdl, batch_invariant)
+
+
+_lib.impl("router_gemm", _router_gemm_autograd, "Autograd", with_keyset=True)
+router_gemm_op = torch.ops.cutlass_router.router_gemm
 
 
 @torch.library.custom_op("cutlass_router::router_gemm_out", mutates_args=("out",))
@@ -82,12 +122,6 @@ def _(x, weight, bias, out, pdl=None, batch_invariant=None):
     validate.check_args(x, weight, bias, out.dtype, out)
 
 
-def _setup_context(ctx, inputs, output):
-    x, weight, bias = inputs[:3]
-    ctx.save_for_backward(x, weight)
-    ctx.has_bias = bias is not None
-
-
 def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
     g = grad.float()
@@ -96,8 +130,6 @@ def _backward(ctx, grad):
     gb = g.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return gx, gw, gb, None, None, None
 
-
-router_gemm_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # Types whose calls may skip the dispatcher: plain tensors, and nn.Parameter, which disables __torch_function__

@@ -207,7 +207,7 @@ def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypat
     monkeypatch.setattr(plan, "launch_gemm",
                         lambda k, x_, w_, b_, out, p: gemms.append((k, p, out.dtype, out.data_ptr())))
     a = ops._args(4, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32)
-    for symbol in ("crt_route_select", next(s for s in entries() if s.startswith("crt_route_w"))):
+    for symbol in ("crt_route_select_topk_softmax_p1", next(s for s in entries() if s.startswith("crt_route_w"))):
         e = entries()[symbol]
         k = types.SimpleNamespace(entry=e, family=fam)
         select = e.config["select_only"]
@@ -226,3 +226,34 @@ def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypat
         assert v[:8] == inputs_ + (weights.data_ptr(), ids.data_ptr()), symbol
         assert v[8:13] == ((0, 0, 32, 0, 4) if select else (64, 64, 0, 0, 4)), symbol
         assert v[13:17] == (5, 32, 64, 4), symbol
+
+
+def test_each_router_has_a_select_kernel_that_holds_every_n():
+    """The two-kernel path's select kernel is instantiated per router and slot count: for every N the kernels take,
+    the one chosen is that router's, holds N experts (32 lanes x slots), is the smallest that does, and ships."""
+    from cutlass_router import dispatch
+    from cutlass_router.families import route as fam
+    from cutlass_router.manifest import entries
+
+    reachable, emitted = dispatch.reachable(), entries()
+    for scoring in fam.MODES:
+        for N in range(1, fam.MAX_N + 1):
+            symbol = fam.select_symbol(N, scoring)
+            e = emitted[symbol]
+            assert e.config["select_only"] and e.config["mode"] == scoring, (symbol, N)
+            slots = e.config["slots"]
+            assert 32 * slots >= N and fam.blocker(e, 1, N) is None, (symbol, N)
+            assert all(32 * s < N for s in fam.SLOTS if s < slots), (symbol, N)
+            assert symbol in reachable, symbol
+            assert f"route_select_mode<{fam.MODES[scoring]}, {slots}>" in fam.RouteSpec(**e.config).emit()
+    assert fam.blocker(emitted[fam.select_symbol(32, "sigmoid")], 1, 33)  # more experts than it holds
+
+
+@pytest.mark.parametrize("kw", [dict(mode="sigmoid", slots=4), dict(select_only=True, mode="top2", slots=4),
+                                dict(select_only=True, mode="sigmoid", slots=3),
+                                dict(select_only=True, mode="sigmoid"), dict(select_only=True)])
+def test_a_select_spec_names_a_router_and_a_slot_count(kw):
+    from cutlass_router.families.route import RouteSpec
+
+    with pytest.raises(ValueError, match="mode must be one of"):
+        RouteSpec(**kw)

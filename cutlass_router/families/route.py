@@ -7,7 +7,8 @@ exp_tiles)) expert groups (G x splits <= 16, so N <= 256 x exp_tiles / splits). 
 slices in shared memory and sends its partial logits to the cluster's leader through distributed shared memory;
 the leader adds the bias, writes the logits if asked, and selects per token (a warp per token). Nothing goes
 through global memory between the GEMM and the choice.
-Select launch: 8 rows per 256-thread CTA, a warp per row.
+Select launch: 8 rows per 256-thread CTA, a warp per row; one kernel per (router, experts a lane holds), chosen by
+select_symbol: each holds only the code it runs.
 Kernel limits: N <= 384, top_k <= 8 (<= N), K % 8 == 0 with 16-byte aligned rows; grouped selection needs
 n_group | N, n_group <= 32 and (N / n_group) a multiple of ceil(N / 32).
 """
@@ -20,6 +21,7 @@ FAMILY = "route"
 HOST_LIB = False
 MAX_N, MAX_TOP_K, MAX_CLUSTER, MAX_GRID_Y = 384, 8, 16, 65535
 SELECT_ROWS = 8  # rows per CTA of the select kernel (a warp each)
+SLOTS = (1, 2, 4, 8, 12)  # experts per lane the select kernels are instantiated for (route.cuh's with_slots)
 
 MODES = {"topk_softmax": 0, "softmax_topk": 1, "sigmoid": 2}
 RENORMALIZE, SELECT_BF16, LOGITS_F32, WEIGHTS_BF16, IDS_INT64, INPUT_F32 = 1, 2, 4, 8, 16, 32
@@ -36,10 +38,16 @@ class RouteSpec:
     tok_tiles: int = 1  # 8-token MMA tiles per cluster
     unroll: int = 3     # 64-wide K chunks in flight per warp
     select_only: bool = False  # the select kernel (no GEMM); the fields above do not apply to it
+    mode: str = ""      # select kernel: its router (a MODES key)
+    slots: int = 0      # select kernel: experts per lane it holds (N <= 32 slots), one of SLOTS
 
     def __post_init__(self):
         if not self.select_only and not (1 <= self.splits <= MAX_CLUSTER and 1 <= self.warps <= 32):
             raise ValueError(f"splits must be 1..{MAX_CLUSTER} and warps 1..32, got {self.splits}, {self.warps}")
+        if (self.select_only or self.mode or self.slots) and not (self.select_only and self.mode in MODES
+                                                                  and self.slots in SLOTS):
+            raise ValueError(f"a select kernel's mode must be one of {sorted(MODES)} and slots one of {SLOTS}, "
+                             f"got {self.mode!r}, {self.slots}")
 
     @property
     def family(self) -> str:
@@ -52,7 +60,7 @@ class RouteSpec:
     @property
     def symbol(self) -> str:
         if self.select_only:
-            return "crt_route_select"
+            return f"crt_route_select_{self.mode}_p{self.slots}"
         return f"crt_route_w{self.warps}_s{self.splits}_e{self.exp_tiles}_t{self.tok_tiles}_u{self.unroll}"
 
     def config(self) -> dict:
@@ -60,7 +68,7 @@ class RouteSpec:
 
     def launch(self) -> dict:
         if self.select_only:
-            return {"block_threads": 32 * SELECT_ROWS, "tile_tokens": SELECT_ROWS}
+            return {"block_threads": 32 * SELECT_ROWS, "tile_tokens": SELECT_ROWS, "max_experts": 32 * self.slots}
         return {"block_threads": 32 * self.warps, "tile_tokens": 8 * self.tok_tiles,
                 "tile_experts": 16 * self.exp_tiles, "splits": self.splits,
                 "max_experts": 16 * self.exp_tiles * (MAX_CLUSTER // self.splits)}
@@ -70,13 +78,20 @@ class RouteSpec:
                 f"// config: {self.config()}\n"
                 f'#include "route.cuh"\n\n')
         if self.select_only:
+            call = f"route_select_mode<{MODES[self.mode]}, {self.slots}>"
             return head + (f"extern \"C\" __global__ void __launch_bounds__({32 * SELECT_ROWS})\n"
                            f"{self.symbol}(const __grid_constant__ cutlass_router::RouteParams params) {{\n"
-                           f"  cutlass_router::route_select(params);\n}}\n")
+                           f"  cutlass_router::{call}(params);\n}}\n")
         return head + (f"extern \"C\" __global__ void __launch_bounds__({32 * self.warps}, 1)\n"
                        f"{self.symbol}(const __grid_constant__ cutlass_router::RouteParams params) {{\n"
                        f"  cutlass_router::route_fused<{self.warps}, {self.splits}, {self.exp_tiles}, "
                        f"{self.tok_tiles}, {self.unroll}>(params);\n}}\n")
+
+
+def select_symbol(N: int, scoring: str) -> str:
+    """The select kernel for N experts and this router: the fewest slots per lane that hold ceil(N / 32)."""
+    need = -(-N // 32)
+    return RouteSpec(select_only=True, mode=scoring, slots=next(s for s in SLOTS if s >= need)).symbol
 
 
 def geometry(entry, host=None) -> tuple[int, tuple[int, int, int], int]:
@@ -104,7 +119,7 @@ def blocker(entry, M: int, N: int) -> str | None:
     lc = entry.launch
     if -(-M // lc["tile_tokens"]) > (MAX_GRID_Y if not entry.config["select_only"] else 2 ** 31 - 1):
         return f"M = {M} exceeds the grid limit of {entry.symbol}"
-    if not entry.config["select_only"] and N > lc["max_experts"]:
+    if N > lc["max_experts"]:
         return f"{entry.symbol} covers at most {lc['max_experts']} experts in one cluster, got N = {N}"
     return None
 

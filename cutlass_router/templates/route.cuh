@@ -13,7 +13,8 @@
 // the K loop and no global workspace. The leader sums the S partials (fixed order), adds the bias, writes the
 // logits if asked, and selects: a warp per token. A row's bits depend on K and the template arguments only,
 // never on M.
-// Select kernel route_select: 8 warps per CTA, a warp per row.
+// Select kernels route_select_mode<kMode, kSlots>: one router (RouteParams::mode) and N <= 32 kSlots; 8 warps per
+// CTA, a warp per row.
 //
 // Selection inside a warp: lane l holds the P = ceil(N / 32) contiguous experts [lP, lP + P) in registers.
 // Each of top_k rounds: every lane takes its best (key, id), the warp takes the largest key and, among lanes
@@ -129,11 +130,14 @@ __device__ __forceinline__ uint32_t cluster_num_ctas() {
 //          experts >= N and i >= P
 //   cb[i]: sigmoid mode's correction sel_bias[lane * P + i] (0 if none); ignored in the other modes
 // Writes weights[row * ldk + j] and ids[row * ldk + j] for j < top_k, in selection order.
-template <int kMaxP>
+// kMode: the router, fixed at compile time (the select kernels), or -1: p.mode at run time (the fused kernels).
+template <int kMaxP, int kMode = -1>
 __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float (&cb)[kMaxP], int P,
                                            const RouteParams& p, long long row) {
   static_assert(kMaxP >= 1 && kMaxP <= kRouteMaxPerLane, "at most 384 experts");
+  static_assert(kMode >= -1 && kMode <= kModeSigmoid, "bad mode");
   constexpr unsigned kAll = 0xFFFFFFFFu;
+  const int mode = kMode >= 0 ? kMode : p.mode;
   const int lane = threadIdx.x & 31;
   const int N = p.N;
   const int top_k = min(p.top_k, min(kRouteMaxTopK, N));  // the host guarantees p.top_k <= min(8, N)
@@ -142,7 +146,7 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
   uint32_t key[kMaxP];  // selection key, 0 = removed or not an expert
   float val[kMaxP];     // what the weight is made of: the logit (softmax modes) or the sigmoid score
   float mx = 0.f, sum = 0.f;  // softmax_topk: max and sum of exp over all N
-  if (p.mode == kModeSigmoid) {
+  if (mode == kModeSigmoid) {
     float c[kMaxP];
 #pragma unroll
     for (int i = 0; i < kMaxP; ++i) {
@@ -198,7 +202,7 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
       val[i] = v[i];
       key[i] = (i < P && base + i < N) ? detail::order_key(v[i]) : 0u;
     }
-    if (p.mode == kModeSoftmaxTopk) {
+    if (mode == kModeSoftmaxTopk) {
       mx = __int_as_float(0xFF800000);
 #pragma unroll
       for (int i = 0; i < kMaxP; ++i)
@@ -248,7 +252,7 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
   // Weights; lanes < top_k <= 8 hold the choices, so xor-shuffles over 4, 2, 1 sum them.
   const bool mine = lane < top_k;
   float wgt;
-  if (p.mode == kModeTopkSoftmax) {
+  if (mode == kModeTopkSoftmax) {
     const float l0 = __shfl_sync(kAll, my_val, 0);  // the largest selected logit
     const float e = mine ? expf(my_val - l0) : 0.f;
     float s = e;
@@ -256,14 +260,14 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
     for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(kAll, s, off);
     wgt = e / s;
   } else {
-    wgt = p.mode == kModeSoftmaxTopk ? expf(my_val - mx) / sum : my_val;
+    wgt = mode == kModeSoftmaxTopk ? expf(my_val - mx) / sum : my_val;
     if (p.flags & kRenormalize) {
       float s = mine ? wgt : 0.f;
 #pragma unroll
       for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(kAll, s, off);
-      wgt = p.mode == kModeSoftmaxTopk ? wgt / s : wgt / (s + 1e-20f);
+      wgt = mode == kModeSoftmaxTopk ? wgt / s : wgt / (s + 1e-20f);
     }
-    if (p.mode == kModeSigmoid) wgt *= p.scale;
+    if (mode == kModeSigmoid) wgt *= p.scale;
   }
   if (mine) {
     const long long o = row * p.ldk + lane;
@@ -458,14 +462,14 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
 }
 
 // Select-only: logits_in [M, ldi] (bias included) -> weights, ids. 256 threads, a warp per row. Sized for the
-// slots a lane needs (P = ceil(N / 32)), so N <= 128 scans 4 slots per round, not 12.
-template <int kMaxP>
+// slots a lane needs (P = ceil(N / 32)), so N <= 128 scans 4 slots per round, not 12. kMode: see select_row.
+template <int kMaxP, int kMode>
 __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   const int lane = threadIdx.x & 31;
   const long long row = static_cast<long long>(blockIdx.x) * kSelectWarps + (threadIdx.x >> 5);
   const int N = p.N;
   const int P = (N + 31) >> 5;
-  const bool sigmoid = p.mode == kModeSigmoid;
+  const bool sigmoid = (kMode >= 0 ? kMode : p.mode) == kModeSigmoid;
   // The correction is a parameter, not the previous kernel's output: load it before the wait.
   float cb[kMaxP];
 #pragma unroll
@@ -489,14 +493,18 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
     }
     v[i] = sel_bf16 ? detail::round_bf16(l) : l;
   }
-  select_row<kMaxP>(v, cb, P, p, row);
+  select_row<kMaxP, kMode>(v, cb, P, p, row);
 }
 
-__device__ __forceinline__ void route_select(const RouteParams& p) {
+// One router and one slot count (kSlots >= ceil(N / 32), chosen by the host): only the code that runs, 12 KB of
+// cubin for gpt-oss's where one kernel for every router and N took 104 KB, and 0.1-0.3 us less in isolated replay
+// (notes/PERF.md). A launch outside its router or slot count is a host bug: fail loudly.
+template <int kMode, int kSlots>
+__device__ __forceinline__ void route_select_mode(const RouteParams& p) {
+  static_assert(kMode >= 0 && kSlots >= 1 && kSlots <= kRouteMaxPerLane, "bad select kernel");
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-  detail::with_slots<1, kRouteMaxPerLane>((p.N + 31) >> 5, [&](auto slots) {
-    route_select_p<decltype(slots)::value>(p);
-  });
+  if (p.mode != kMode || ((p.N + 31) >> 5) > kSlots) __trap();
+  route_select_p<kSlots, kMode>(p);
 }
 
 }  // namespace cutlass_router
@@ -509,6 +517,6 @@ __device__ __forceinline__ void route_select(const RouteParams& p) {
 // }
 //
 // extern "C" __global__ void __launch_bounds__(256)
-// crt_route_select(const __grid_constant__ cutlass_router::RouteParams params) {
-//   cutlass_router::route_select(params);
+// crt_route_select_{mode}_p{P}(const __grid_constant__ cutlass_router::RouteParams params) {
+//   cutlass_router::route_select_mode<MODE, P>(params);
 // }
