@@ -6,7 +6,7 @@ Adding a kernel means adding its spec here, running `python -m cutlass_router em
 from __future__ import annotations
 
 from .families.cutlass_sm90 import Sm90GemmSpec
-from .families.route import MODES, SLOTS, RouteSpec
+from .families.route import RouteSpec, select_specs
 from .families.splitk_mma import SplitKSpec
 
 OUT_DTYPES = ("bf16", "f32")
@@ -77,7 +77,7 @@ _ROUTE = (
 
 def specs() -> list:
     out = [RouteSpec(w, s, e, t, u) for (w, s, e, t, u) in _ROUTE]
-    out += [RouteSpec(select_only=True, mode=m, slots=p) for m in MODES for p in SLOTS]
+    out += select_specs()
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
         out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])

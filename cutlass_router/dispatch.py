@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-from .families import route as route_family
-from .families.route import RouteSpec
+from .families.route import RouteSpec, select_specs
 from .families.splitk_mma import SplitKSpec
 from .target import ARCH
 
@@ -88,7 +87,6 @@ def choose_splitk(N: int, M: int, out_dtype: str) -> str:
 # ---- route: the fused kernel at decode sizes, the GEMM then the select kernel above -----------------------------
 
 GEMM_THEN_SELECT = "gemm+select"  # router_gemm (its own ladder) into logits, then the select kernel
-SELECTS = tuple(RouteSpec(select_only=True, mode=m, slots=s) for m in route_family.MODES for s in route_family.SLOTS)
 
 
 @dataclass(frozen=True)
@@ -132,5 +130,5 @@ def reachable() -> set[str]:
     the GEMM and for route. Exactly these ship prebuilt."""
     rungs = [r for ladder_ in tuned_table().values() for r in ladder_] + [*_DEFAULT_FEW, *_DEFAULT_MANY]
     route = {r.kernel for ladder_ in tuned_route_table().values() for r in ladder_}
-    route |= {spec.symbol for _, spec in _ROUTE_DEFAULT} | {spec.symbol for spec in SELECTS}
+    route |= {spec.symbol for _, spec in _ROUTE_DEFAULT} | {spec.symbol for spec in select_specs()}
     return {s for r in rungs for s in (r.bf16, r.f32)} | (route - {GEMM_THEN_SELECT})

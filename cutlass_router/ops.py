@@ -131,7 +131,6 @@ def _backward(ctx, grad):
     return gx, gw, gb, None, None, None
 
 
-
 # Types whose calls may skip the dispatcher: plain tensors, and nn.Parameter, which disables __torch_function__
 # (a model's gate weight is one: sending it through the dispatcher cost every patched gate call the custom op's
 # Python round trip and a full argument check). Other subclasses (DTensor, fake tensors, ...) need the dispatcher.

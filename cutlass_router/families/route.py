@@ -88,6 +88,11 @@ class RouteSpec:
                        f"{self.tok_tiles}, {self.unroll}>(params);\n}}\n")
 
 
+def select_specs() -> list[RouteSpec]:
+    """Every select kernel: one per router and slot count."""
+    return [RouteSpec(select_only=True, mode=m, slots=s) for m in MODES for s in SLOTS]
+
+
 def select_symbol(N: int, scoring: str) -> str:
     """The select kernel for N experts and this router: the fewest slots per lane that hold ceil(N / 32)."""
     need = -(-N // 32)
@@ -120,7 +125,8 @@ def blocker(entry, M: int, N: int) -> str | None:
     if -(-M // lc["tile_tokens"]) > (MAX_GRID_Y if not entry.config["select_only"] else 2 ** 31 - 1):
         return f"M = {M} exceeds the grid limit of {entry.symbol}"
     if N > lc["max_experts"]:
-        return f"{entry.symbol} covers at most {lc['max_experts']} experts in one cluster, got N = {N}"
+        where = "" if entry.config["select_only"] else " in one cluster"
+        return f"{entry.symbol} covers at most {lc['max_experts']} experts{where}, got N = {N}"
     return None
 
 
