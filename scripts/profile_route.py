@@ -31,7 +31,8 @@ def select_only(logits, corr, a: plan.RouteArgs, weights, ids, symbol):
     k = launch.load(symbol)
     M, N = logits.shape
     c = fam.route_consts(k.entry, M=M, N=N, K=0, ldx=0, ldw=0, top_k=a.top_k, mode=fam.MODES[a.scoring],
-                         flags=plan.route_flags(a, logits.dtype == torch.float32), n_group=a.n_group, topk_group=a.topk_group, scale=a.routed_scaling_factor)
+                         flags=plan.route_flags(a, logits.dtype == torch.float32), n_group=a.n_group,
+                         topk_group=a.topk_group, scale=a.routed_scaling_factor)
     fam.pack_route(launch.params_buffer()[0], c, 0, 0, 0, 0 if corr is None else corr.data_ptr(), logits.data_ptr(),
                    0, weights.data_ptr(), ids.data_ptr(), logits.stride(0), 0, weights.stride(0))
     dev = logits.get_device()
@@ -47,8 +48,7 @@ def main():
     bench = (lambda fn: (fn(), torch.cuda.synchronize(), 0.0)[2]) if args.once else \
         (lambda fn: triton.testing.do_bench_cudagraph(fn, rep=40, return_mode="median") * 1000)
     print(f"{torch.cuda.get_device_name()}; isolated replay, µs (median)")
-    print(f"{'case':<14} {'M':>5} {'select':>8} {'triton':>8} {'gemm':>8} {'fused':>8} {'gemm+sel':>9} "
-          f"{'kernel'}")
+    print(f"{'case':<14} {'M':>5} {'select':>8} {'triton':>8} {'gemm':>8} {'fused':>8} {'gemm+sel':>9} {'kernel'}")
     for label, N, K, top_k, scoring, ng, tg, Ms in CASES:
         g = torch.Generator(device="cuda").manual_seed(0)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16, generator=g) * 0.02
@@ -68,7 +68,8 @@ def main():
                 tri = lambda: triton_peers.sigmoid_grouped_topk(logits, top_k, ng, tg, corr, 2.5)  # noqa: E731
             else:
                 tri = lambda: triton_peers.topk_softmax(logits, top_k)  # noqa: E731
-            t_sel = bench(lambda: select_only(logits, corr, a, weights, ids, fam.select_symbol(N, scoring)))
+            sel = fam.select_symbol(N, scoring)
+            t_sel = bench(lambda: select_only(logits, corr, a, weights, ids, sel))
             t_tri = bench(tri)
             t_gemm = bench(lambda: ops.router_gemm(x, w, b, out_dtype=logits.dtype))
             t_route = bench(lambda: ops.route(x, w, b, top_k, **kw))

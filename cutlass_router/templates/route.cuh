@@ -26,7 +26,8 @@
 //   fused: grid (G * S, ceil(M / (8T)), 1), cluster (G * S, 1, 1), G * S <= 16 (more than 8 needs
 //     cudaFuncAttributeNonPortableClusterSizeAllowed), G <= kMaxGroups below (N <= 16E * kMaxGroups),
 //     block 32 * kWarps threads, no dynamic shared memory, ceil(M / 8T) <= 65535;
-//   select: grid (ceil(M / 8), 1, 1), block 256 threads, no dynamic shared memory;
+//   select: grid (ceil(M / 8), 1, 1), block 256 threads, no dynamic shared memory, p.mode == kMode and
+//     N <= 32 kSlots (else the kernel traps);
 //   sigmoid mode: n_group divides N, 1 <= topk_group <= n_group <= 32, and when n_group > 1,
 //     (N / n_group) % P == 0 with P = ceil(N / 32), and top_k <= topk_group * (N / n_group).
 // Whatever the input (NaN, Inf, ties, a limit of the sigmoid mode broken), every id written is in [0, N) and the
@@ -462,14 +463,15 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
 }
 
 // Select-only: logits_in [M, ldi] (bias included) -> weights, ids. 256 threads, a warp per row. Sized for the
-// slots a lane needs (P = ceil(N / 32)), so N <= 128 scans 4 slots per round, not 12. kMode: see select_row.
+// slots a lane needs (P = ceil(N / 32)), so N <= 128 scans 4 slots per round, not 12. kMode: the router.
 template <int kMaxP, int kMode>
 __device__ __forceinline__ void route_select_p(const RouteParams& p) {
+  static_assert(kMode >= 0, "a select kernel has one router");
   const int lane = threadIdx.x & 31;
   const long long row = static_cast<long long>(blockIdx.x) * kSelectWarps + (threadIdx.x >> 5);
   const int N = p.N;
   const int P = (N + 31) >> 5;
-  const bool sigmoid = (kMode >= 0 ? kMode : p.mode) == kModeSigmoid;
+  constexpr bool sigmoid = kMode == kModeSigmoid;
   // The correction is a parameter, not the previous kernel's output: load it before the wait.
   float cb[kMaxP];
 #pragma unroll
