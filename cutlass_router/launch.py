@@ -157,7 +157,7 @@ class _Launch:
 
 
 def _config(k: LoadedKernel, grid: tuple[int, int, int], cluster: tuple[int, int, int] | None, pdl: bool,
-            stream: int):
+            stream: int, block: int | None = None):
     """cluster None: the kernel's own, as an attribute only if it has more than one CTA; a cluster the caller gives is
     always an attribute, a 1-CTA one too (kernels that use cluster instructions need a cluster launch)."""
     attrs = (_Attr * 2)()
@@ -172,11 +172,11 @@ def _config(k: LoadedKernel, grid: tuple[int, int, int], cluster: tuple[int, int
         attrs[n].id = ATTR_PROGRAMMATIC_STREAM_SERIALIZATION
         attrs[n].value[0] = 1
         n += 1
-    cfg = _Config(*grid, k.block_threads, 1, 1, k.smem_bytes, stream, attrs, n)
+    cfg = _Config(*grid, block or k.block_threads, 1, 1, k.smem_bytes, stream, attrs, n)
     if len(k.configs) >= 4096:  # prefill brings many grid heights: keep the cache bounded
         k.configs.clear()
     prepared = _Launch(cfg, attrs, ctypes.addressof(cfg), _handle(k.kernel))
-    k.configs[(grid, None if not given else cluster, pdl, stream)] = prepared
+    k.configs[(grid, None if not given else cluster, pdl, stream, block)] = prepared
     return prepared
 
 
@@ -202,15 +202,16 @@ def _bindings_launch(p: _Launch, argv: int) -> int:
 
 
 def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, grid: tuple[int, int, int],
-           cluster: tuple[int, int, int] | None = None) -> None:
+           cluster: tuple[int, int, int] | None = None, block: int | None = None) -> None:
     """Launch k with the parameters its family packed into this thread's params_buffer(), on the given CUstream
     handle. cluster: for families whose cluster size depends on the problem (default: the kernel's own); it may
-    not exceed the kernel's own, which is the largest its family launches it with."""
+    not exceed the kernel's own, which is the largest its family launches it with. block: threads per CTA, for
+    kernels whose CTA shape is chosen per call (default: the kernel's own, its largest)."""
     if device not in k.devices:
         _prepare_device(k, device)
-    prepared = k.configs.get((grid, cluster, pdl, stream))
+    prepared = k.configs.get((grid, cluster, pdl, stream, block))
     if prepared is None:
-        prepared = _config(k, grid, cluster, pdl, stream)
+        prepared = _config(k, grid, cluster, pdl, stream, block)
     call = _libcuda_launch()
     argv = params_buffer()[1]
     err = call(prepared.address, prepared.kernel, argv, None) if call is not None else _bindings_launch(prepared, argv)

@@ -340,7 +340,7 @@ def launch_route(p: RoutePlan, x, weight, bias, correction_bias, weights, ids, l
     # After our GEMM the select kernel always launches with PDL: the GEMM lets its dependents launch early and the
     # select kernel waits (griddepcontrol.wait) before it reads the logits, so its launch overlaps the GEMM's tail
     # (up to 1.9 us per layer in the decode-layer benchmark); `pdl` is the caller's choice for the first kernel.
-    launch.launch(p.kernel, dev, raw_stream(dev), pdl or p.gemm is not None, c.grid, c.cluster)
+    launch.launch(p.kernel, dev, raw_stream(dev), pdl or p.gemm is not None, c.grid, c.cluster, c.block)
 
 
 def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool):

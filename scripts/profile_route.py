@@ -36,7 +36,7 @@ def select_only(logits, corr, a: plan.RouteArgs, weights, ids, symbol):
     fam.pack_route(launch.params_buffer()[0], c, 0, 0, 0, 0 if corr is None else corr.data_ptr(), logits.data_ptr(),
                    0, weights.data_ptr(), ids.data_ptr(), logits.stride(0), 0, weights.stride(0))
     dev = logits.get_device()
-    launch.launch(k, dev, plan.raw_stream(dev), False, c.grid, c.cluster)
+    launch.launch(k, dev, plan.raw_stream(dev), False, c.grid, c.cluster, c.block)
 
 
 def main():

@@ -199,7 +199,8 @@ def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypat
     x, w, b = inputs(5, 32, 64)
     launched, gemms, buf = [], [], bytearray(fam.PARAMS.size)
     fake = types.SimpleNamespace(params_buffer=lambda: (buf, 0, None),
-                                 launch=lambda k, dev, stream, p, grid, cluster: launched.append((k, p, grid)),
+                                 launch=lambda k, dev, stream, p, grid, cluster, block=None:
+                                 launched.append((k, p, grid, block)),
                                  LaunchError=RuntimeError)
     monkeypatch.setattr(plan, "_launch", lambda: fake)
     monkeypatch.setattr(plan, "_current_device", lambda: x.get_device())
@@ -218,7 +219,7 @@ def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypat
         launched.clear(), gemms.clear()
         weights, ids = torch.empty(5, 4), torch.empty(5, 4, dtype=torch.int32)
         plan.launch_route(p, x, w, b, None, weights, ids, None, pdl)
-        assert launched == [(k, True if select else pdl, c.grid)], symbol
+        assert launched == [(k, True if select else pdl, c.grid, c.block)], symbol
         assert [g[:3] for g in gemms] == ([("the gemm kernel", pdl, torch.bfloat16)] if select else []), symbol
         # RouteParams: x, w, bias, sel_bias, logits_in, logits, weights, ids; ldx, ldw, ldi, ldl, ldk; M, N, K, ...
         v = fam.PARAMS.unpack(bytes(buf))
@@ -247,6 +248,26 @@ def test_each_router_has_a_select_kernel_that_holds_every_n():
             assert symbol in reachable, symbol
             assert f"route_select_mode<{fam.MODES[scoring]}, {slots}>" in fam.RouteSpec(**e.config).emit()
     assert fam.blocker(emitted[fam.select_symbol(32, "sigmoid")], 1, 33)  # more experts than it holds
+
+
+@pytest.mark.parametrize("scoring,M,rows", [("sigmoid", 1, 1), ("sigmoid", 13, 1), ("sigmoid", 256, 1),
+                                            ("sigmoid", 257, 8), ("sigmoid", 4096, 8), ("topk_softmax", 1, 8),
+                                            ("softmax_topk", 13, 8)])
+def test_a_select_launch_s_cta_shape_follows_the_router_and_m(scoring, M, rows):
+    """The select kernel reads its rows per CTA from blockDim: one row per 32-thread CTA for the sigmoid router at
+    decode sizes, 8 per 256-thread CTA otherwise; the grid covers every row."""
+    from cutlass_router.families import route as fam
+    from cutlass_router.manifest import entries
+
+    e = entries()[fam.select_symbol(256, scoring)]
+    assert fam.select_rows(scoring, M) == rows
+    c = fam.route_consts(e, M=M, N=256, K=0, ldx=0, ldw=0, top_k=8, mode=fam.MODES[scoring], flags=0, n_group=8,
+                         topk_group=4, scale=1.0)
+    assert c.block == 32 * rows and c.grid == (-(-M // rows), 1, 1) and c.block <= e.launch["block_threads"]
+    fused = entries()[next(s for s in entries() if s.startswith("crt_route_w"))]
+    cf = fam.route_consts(fused, M=M, N=32, K=64, ldx=64, ldw=64, top_k=4, mode=0, flags=0, n_group=1,
+                          topk_group=1, scale=1.0)
+    assert cf.block == fused.launch["block_threads"]
 
 
 @pytest.mark.parametrize("kw", [dict(mode="sigmoid", slots=4), dict(select_only=True, mode="top2", slots=4),

@@ -7,8 +7,9 @@ exp_tiles)) expert groups (G x splits <= 16, so N <= 256 x exp_tiles / splits). 
 slices in shared memory and sends its partial logits to the cluster's leader through distributed shared memory;
 the leader adds the bias, writes the logits if asked, and selects per token (a warp per token). Nothing goes
 through global memory between the GEMM and the choice.
-Select launch: 8 rows per 256-thread CTA, a warp per row; one kernel per (router, experts a lane holds), chosen by
-select_symbol: each holds only the code it runs.
+Select launch: a warp per row, 8 rows per 256-thread CTA, or one per 32-thread CTA where the rows are long and few
+(select_rows); one kernel per (router, experts a lane holds), chosen by select_symbol: each holds only the code it
+runs.
 Kernel limits: N <= 384, top_k <= 8 (<= N), K % 8 == 0 with 16-byte aligned rows; grouped selection needs
 n_group | N, n_group <= 32 and (N / n_group) a multiple of ceil(N / 32).
 """
@@ -20,7 +21,8 @@ from dataclasses import asdict, dataclass
 FAMILY = "route"
 HOST_LIB = False
 MAX_N, MAX_TOP_K, MAX_CLUSTER, MAX_GRID_Y = 384, 8, 16, 65535
-SELECT_ROWS = 8  # rows per CTA of the select kernel (a warp each)
+SELECT_ROWS = 8  # rows per CTA of the select kernel (a warp each), unless select_rows says one
+SIGMOID_ONE_ROW_MAX_M = 256  # select_rows: one row per CTA for the sigmoid router up to this M
 SLOTS = (1, 2, 4, 8, 12)  # experts per lane the select kernels are instantiated for (route.cuh's with_slots)
 
 MODES = {"topk_softmax": 0, "softmax_topk": 1, "sigmoid": 2}
@@ -88,6 +90,15 @@ class RouteSpec:
                        f"{self.tok_tiles}, {self.unroll}>(params);\n}}\n")
 
 
+def select_rows(mode: str, M: int) -> int:
+    """Rows (warps) per CTA of a select launch. The grouped sigmoid choice is a long dependent chain per row (about
+    1,500 instructions at N = 256, ncu), so at decode sizes one row per 32-thread CTA spreads a batch's rows over
+    as many SMs: 0.2-0.6 us less per call in isolated replay, and DeepSeek-V3's route in the decode-layer loop from
+    0.1-1.1 us behind router_gemm + Triton at M = 8-256 to within the loop's noise (notes/PERF.md). With thousands of rows, one-warp CTAs cost more than they
+    spread (3-7 us more at M = 1024-4096), and the softmax routers' short rows gained nothing: 8 rows per CTA."""
+    return 1 if mode == "sigmoid" and M <= SIGMOID_ONE_ROW_MAX_M else SELECT_ROWS
+
+
 def select_specs() -> list[RouteSpec]:
     """Every select kernel: one per router and slot count."""
     return [RouteSpec(select_only=True, mode=m, slots=s) for m in MODES for s in SLOTS]
@@ -130,11 +141,11 @@ def blocker(entry, M: int, N: int) -> str | None:
     return None
 
 
-def grid(entry, M: int, N: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(grid, cluster) of a launch."""
+def grid(entry, M: int, N: int, rows: int | None = None) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(grid, cluster) of a launch; rows: a select launch's rows per CTA (default: the most, SELECT_ROWS)."""
     lc = entry.launch
     if entry.config["select_only"]:
-        return (-(-M // lc["tile_tokens"]), 1, 1), (1, 1, 1)
+        return (-(-M // (rows or lc["tile_tokens"])), 1, 1), (1, 1, 1)
     ctas = -(-N // lc["tile_experts"]) * lc["splits"]
     return (ctas, -(-M // lc["tile_tokens"]), 1), (ctas, 1, 1)
 
@@ -149,12 +160,17 @@ class RouteConsts:
     tail: tuple                      # M, N, K, top_k, mode, flags, n_group, topk_group, scale, 0 (RouteParams order)
     grid: tuple[int, int, int]
     cluster: tuple[int, int, int]
+    block: int                       # threads per CTA (a select launch's depends on the router and M)
 
 
 def route_consts(entry, *, M: int, N: int, K: int, ldx: int, ldw: int, top_k: int, mode: int, flags: int,
                  n_group: int, topk_group: int, scale: float) -> RouteConsts:
-    g, c = grid(entry, M, N)
-    return RouteConsts(ldx, ldw, (M, N, K, top_k, mode, flags, n_group, topk_group, float(scale), 0), g, c)
+    rows = None
+    if entry.config["select_only"]:
+        rows = select_rows(entry.config["mode"], M)
+    g, c = grid(entry, M, N, rows)
+    block = 32 * rows if rows else entry.launch["block_threads"]
+    return RouteConsts(ldx, ldw, (M, N, K, top_k, mode, flags, n_group, topk_group, float(scale), 0), g, c, block)
 
 
 def pack_route(buf, c: RouteConsts, x: int, w: int, bias: int, sel_bias: int, logits_in: int, logits: int,

@@ -13,8 +13,8 @@
 // the K loop and no global workspace. The leader sums the S partials (fixed order), adds the bias, writes the
 // logits if asked, and selects: a warp per token. A row's bits depend on K and the template arguments only,
 // never on M.
-// Select kernels route_select_mode<kMode, kSlots>: one router (RouteParams::mode) and N <= 32 kSlots; 8 warps per
-// CTA, a warp per row.
+// Select kernels route_select_mode<kMode, kSlots>: one router (RouteParams::mode) and N <= 32 kSlots; a warp per
+// row, as many rows per CTA as the launch gives it warps (1 to 8: families/route.py, select_rows).
 //
 // Selection inside a warp: lane l holds the P = ceil(N / 32) contiguous experts [lP, lP + P) in registers.
 // Each of top_k rounds: every lane takes its best (key, id), the warp takes the largest key and, among lanes
@@ -26,7 +26,7 @@
 //   fused: grid (G * S, ceil(M / (8T)), 1), cluster (G * S, 1, 1), G * S <= 16 (more than 8 needs
 //     cudaFuncAttributeNonPortableClusterSizeAllowed), G <= kMaxGroups below (N <= 16E * kMaxGroups),
 //     block 32 * kWarps threads, no dynamic shared memory, ceil(M / 8T) <= 65535;
-//   select: grid (ceil(M / 8), 1, 1), block 256 threads, no dynamic shared memory, p.mode == kMode and
+//   select: grid (ceil(M / R), 1, 1), block 32 R threads (1 <= R <= 8), no dynamic shared memory, p.mode == kMode and
 //     N <= 32 kSlots (else the kernel traps);
 //   sigmoid mode: n_group divides N, 1 <= topk_group <= n_group <= 32, and when n_group > 1,
 //     (N / n_group) % P == 0 with P = ceil(N / 32), and top_k <= topk_group * (N / n_group).
@@ -73,7 +73,7 @@ enum : int { kRenormalize = 1, kSelectBf16 = 2, kLogitsF32 = 4, kWeightsBf16 = 8
 constexpr int kRouteMaxExperts = 384;
 constexpr int kRouteMaxTopK = 8;
 constexpr int kRouteMaxPerLane = (kRouteMaxExperts + 31) / 32;  // 12
-constexpr int kSelectWarps = 8;                                  // rows per CTA of route_select
+constexpr int kSelectWarps = 8;                                  // the most rows per CTA of route_select
 
 namespace detail {
 
@@ -462,13 +462,14 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
   });
 }
 
-// Select-only: logits_in [M, ldi] (bias included) -> weights, ids. 256 threads, a warp per row. Sized for the
-// slots a lane needs (P = ceil(N / 32)), so N <= 128 scans 4 slots per round, not 12. kMode: the router.
+// Select-only: logits_in [M, ldi] (bias included) -> weights, ids. A warp per row, blockDim.x / 32 rows per CTA:
+// the host picks the CTA shape per call (families/route.py: select_rows). Sized for the slots a lane needs
+// (P = ceil(N / 32)), so N <= 128 scans 4 slots per round, not 12. kMode: the router.
 template <int kMaxP, int kMode>
 __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   static_assert(kMode >= 0, "a select kernel has one router");
   const int lane = threadIdx.x & 31;
-  const long long row = static_cast<long long>(blockIdx.x) * kSelectWarps + (threadIdx.x >> 5);
+  const long long row = static_cast<long long>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
   const int N = p.N;
   const int P = (N + 31) >> 5;
   constexpr bool sigmoid = kMode == kModeSigmoid;
@@ -518,7 +519,7 @@ __device__ __forceinline__ void route_select_mode(const RouteParams& p) {
 //   cutlass_router::route_fused<W, S, E, T, U>(params);
 // }
 //
-// extern "C" __global__ void __launch_bounds__(256)
+// extern "C" __global__ void __launch_bounds__(256)   // 32 to 256 threads a launch
 // crt_route_select_{mode}_p{P}(const __grid_constant__ cutlass_router::RouteParams params) {
 //   cutlass_router::route_select_mode<MODE, P>(params);
 // }

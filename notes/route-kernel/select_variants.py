@@ -8,7 +8,8 @@ on the same logits (do_bench_cudagraph, median, hot L2).
 Variants (each an edit of the template, asserted to apply):
     base    the shipped kernel (one router, its slot count, 8 rows per 256-thread CTA)
     nogdc   without griddepcontrol.launch_dependents / griddepcontrol.wait
-    w1      one row per 32-thread CTA (Triton's num_warps=1 shape)
+    w1      one row per 32-thread CTA (Triton's num_warps=1 shape; since the fifth session the kernel reads its rows
+            per CTA from blockDim, so only the launch differs, and the sigmoid router ships it up to M = 256)
     fast    __expf and fast reciprocal/division in the weights (NOT accurate enough to ship: a probe)
     all     nogdc + w1 + fast
 """
