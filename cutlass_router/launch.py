@@ -47,7 +47,7 @@ class LoadedKernel:
     host: ctypes.CDLL | None = None              # the family's host library, if it needs one
     pack: object = None                          # its <symbol>_pack, if any
     devices: set = field(default_factory=set)    # devices whose attributes are set
-    configs: dict = field(default_factory=dict)  # (grid, cluster, pdl, stream) -> _Launch, never mutated
+    configs: dict = field(default_factory=dict)  # (grid, cluster, pdl, stream, block) -> _Launch, never mutated
 
 
 _lock = threading.Lock()
@@ -110,7 +110,7 @@ def _prepare_device(k: LoadedKernel, device: int) -> None:
 # ---- the launch call ------------------------------------------------------------------------------------------
 # cuda.bindings' cuLaunchKernelEx costs about 4.7 us of Python per call, more than the kernel at decode sizes. The
 # eager path instead calls libcuda's cuLaunchKernelEx through ctypes with a CUlaunchConfig built once per
-# (grid, cluster, PDL, stream) and kept: one foreign call per launch. The structs mirror cuda.h (CUDA 12 and 13;
+# (grid, cluster, PDL, stream, block) and kept: one foreign call per launch. The structs mirror cuda.h (CUDA 12 and 13;
 # a test compiles cuda.h's offsets and compares). Where libcuda cannot be opened this way, cuda.bindings serves.
 
 class _Attr(ctypes.Structure):  # CUlaunchAttribute: id, pad to 8, a 64-byte union
