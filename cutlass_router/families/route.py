@@ -94,8 +94,9 @@ def select_rows(mode: str, M: int) -> int:
     """Rows (warps) per CTA of a select launch. The grouped sigmoid choice is a long dependent chain per row (about
     1,500 instructions at N = 256, ncu), so at decode sizes one row per 32-thread CTA spreads a batch's rows over
     as many SMs: 0.2-0.6 us less per call in isolated replay, and DeepSeek-V3's route in the decode-layer loop from
-    0.1-1.1 us behind router_gemm + Triton at M = 8-256 to within the loop's noise (notes/PERF.md). With thousands of rows, one-warp CTAs cost more than they
-    spread (3-7 us more at M = 1024-4096), and the softmax routers' short rows gained nothing: 8 rows per CTA."""
+    0.1-1.1 us behind router_gemm + Triton at M = 8-256 to within the loop's noise (notes/PERF.md). With thousands
+    of rows, one-warp CTAs cost more than they spread (3-7 us more at M = 1024-4096), and the softmax routers'
+    short rows gained nothing: 8 rows per CTA."""
     return 1 if mode == "sigmoid" and M <= SIGMOID_ONE_ROW_MAX_M else SELECT_ROWS
 
 
