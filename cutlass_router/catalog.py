@@ -43,6 +43,13 @@ _SPLITK = (
     (4, 1, 2, 4, 4),
 )
 
+# Serial kernels for the batch-invariant mode above decode sizes: (warps, exp_tiles, tok_tiles, unroll) and the order
+# (slices, unroll, accumulator sets) of the split kernel they reproduce: the M = 1 picks of the tuned shapes
+# (gpt-oss: w8_c8_e1_t1_u1, (64, 1, 1); DeepSeek-V3: w4_c8_e1_t1_u2, (32, 2, 2)).
+_SERIAL = (
+    ((4, 2, 2, 2), (64, 1, 1)),
+    ((4, 2, 2, 2), (32, 2, 2)),
+)
 
 # (swap_ab, tile_m, tile_n, tile_k, kernel schedule, cluster_n): TMA + wgmma tiles for large M. Without swap the
 # GEMM's M is tokens; with swap it is experts. A cluster along N shares each x tile by TMA multicast.
@@ -80,6 +87,7 @@ def specs() -> list:
     out += select_specs()
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
+        out += [SplitKSpec(dt, w, 1, e, t, u, *o) for (w, e, t, u), o in _SERIAL]
         out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
                 for (swap, tm, tn, tk, ks, cn) in _SM90]
     return out

@@ -47,7 +47,7 @@ def tuned_table(arch: str = ARCH) -> dict[tuple[int, int], tuple[Rung, ...]]:
 
 def reload() -> None:
     """Read tuned/<arch>.json again (after tune wrote it)."""
-    for f in (_tuned_file, tuned_table, tuned_route_table):
+    for f in (_tuned_file, tuned_table, tuned_route_table, tuned_invariant_table):
         f.cache_clear()
 
 
@@ -77,6 +77,41 @@ def choose(N: int, K: int, M: int, out_dtype: str) -> str:
     if of(e.family).blocker(e, M, N):
         symbol = choose_splitk(N, M, out_dtype)
     return symbol
+
+
+# Batch-invariant mode, untuned shapes: the M = 1 kernel below this M, a serial kernel of its order from it on. The
+# split kernel's time grows with M (a CTA per 8 tokens and K range) and the serial kernel's hardly does until the GPU
+# is full (one warp walks all of K: ~24 us at K = 2880, ~55 at 7168), so they cross at a few hundred to 1,500 tokens
+# (tuned/<arch>.json "invariant": the measured crossing per shape).
+INVARIANT_SERIAL_MIN_M = 1024
+
+
+@lru_cache(maxsize=None)
+def tuned_invariant_table(arch: str = ARCH) -> dict[tuple[int, int], int]:
+    return {(s["N"], s["K"]): s["serial_from_m"] for s in _tuned_file(arch).get("invariant", [])}
+
+
+def invariant_serial_from(N: int, K: int) -> int:
+    return tuned_invariant_table().get((N, K), INVARIANT_SERIAL_MIN_M)
+
+
+def choose_invariant(N: int, K: int, M: int, out_dtype: str) -> str:
+    """The batch-invariant kernel for this call: every M gets the bits of the M = 1 kernel. Below
+    invariant_serial_from(N, K) tokens that kernel itself; from there a serial kernel of the same order
+    (families/splitk_mma.py: order) if one is built, which tiles tokens instead of splitting K."""
+    from .families import splitk_mma
+    from .manifest import entries, entry
+
+    base = choose(N, K, 1, out_dtype)
+    e = entry(base)
+    if M < invariant_serial_from(N, K) or e.family != splitk_mma.FAMILY:
+        return base
+    want = splitk_mma.order(e)
+    for symbol, s in sorted(entries().items()):
+        if (s.family == splitk_mma.FAMILY and s.config.get("order_slices") and s.out_dtype == out_dtype
+                and splitk_mma.order(s) == want):
+            return symbol
+    return base
 
 
 def choose_splitk(N: int, M: int, out_dtype: str) -> str:
@@ -129,6 +164,7 @@ def reachable() -> set[str]:
     """Every kernel dispatch can pick: the tuned ladders and the default ladders (untuned shapes, fallbacks), for
     the GEMM and for route. Exactly these ship prebuilt."""
     rungs = [r for ladder_ in tuned_table().values() for r in ladder_] + [*_DEFAULT_FEW, *_DEFAULT_MANY]
+    serial = {choose_invariant(N, K, 1 << 20, dt) for (N, K) in tuned_table() for dt in ("bf16", "f32")}
     route = {r.kernel for ladder_ in tuned_route_table().values() for r in ladder_}
     route |= {spec.symbol for _, spec in _ROUTE_DEFAULT} | {spec.symbol for spec in select_specs()}
-    return {s for r in rungs for s in (r.bf16, r.f32)} | (route - {GEMM_THEN_SELECT})
+    return {s for r in rungs for s in (r.bf16, r.f32)} | serial | (route - {GEMM_THEN_SELECT})

@@ -47,16 +47,17 @@ def sm_count(index: int) -> int:
 def kernel_for(device: int, N: int, K: int, M: int, dt: str, invariant: bool = False):
     """(loaded kernel, None) for this shape on this device, or (None, why not).
 
-    invariant: the kernel chosen for M = 1 serves every M. A split-K kernel's per-element arithmetic (its K
-    split and summation order) is fixed by its configuration and K, so one kernel for all M makes each row's
-    result independent of the batch.
+    invariant: every M gets the bits of the kernel chosen for M = 1. A split-K kernel's per-element arithmetic
+    (its K split and summation order) is fixed by its configuration and K, so that kernel, and above decode sizes
+    a serial kernel that reproduces its order (dispatch.choose_invariant), make each row's result independent of
+    the batch.
     """
     reason = device_blocker(device)
     if reason:
         return None, reason
     from . import build, launch  # deferred: cuda.bindings is needed only on this path
 
-    symbol = dispatch.choose(N, K, 1 if invariant else M, dt)
+    symbol = dispatch.choose_invariant(N, K, M, dt) if invariant else dispatch.choose(N, K, M, dt)
     try:
         k = launch.load(symbol)
     except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cutlass_router import catalog, dispatch, emit, families, manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,3 +102,46 @@ def test_expand_inlines_project_templates_once_and_keeps_other_includes(tmp_path
     assert out.count("int b;") == 1 and out.count("int a;") == 1 and out.index("int b;") < out.index("int a;")
     assert '#include "cute/tensor.hpp"' in out and "#include <cstdint>" in out and "#pragma once" not in out
     assert '#include "a.cuh"' not in out
+
+
+def test_batch_invariant_kernels_share_the_m1_kernel_s_order():
+    """Invariant mode: the M = 1 kernel below the tuned crossing (INVARIANT_SERIAL_MIN_M for untuned shapes), then
+    a serial kernel whose order (K slices, unroll, accumulator sets) is the M = 1 kernel's, in both dtypes; it ships
+    (reachable)."""
+    from cutlass_router import dispatch
+    from cutlass_router.families import splitk_mma
+    from cutlass_router.manifest import entry
+
+    reach = dispatch.reachable()
+    for N, K in [(32, 2880), (128, 2880), (256, 7168), (60, 1000)]:
+        for dt in ("bf16", "f32"):
+            base = dispatch.choose(N, K, 1, dt)
+            start = dispatch.invariant_serial_from(N, K)
+            assert start == ({(32, 2880): 1536, (128, 2880): 448, (256, 7168): 576}.get((N, K))
+                             or dispatch.INVARIANT_SERIAL_MIN_M)
+            for M in (1, 7, start - 1):
+                assert dispatch.choose_invariant(N, K, M, dt) == base
+            for M in (start, 3000, 8192):
+                s = dispatch.choose_invariant(N, K, M, dt)
+                e = entry(s)
+                assert e.config["order_slices"] and e.out_dtype == dt, (N, K, M, s)
+                assert splitk_mma.order(e) == splitk_mma.order(entry(base)), (s, base)
+                assert s in reach and splitk_mma.grid(e, M, N)[1] == -(-M // e.launch["tile_tokens"])
+
+
+def test_split_kernel_orders():
+    from cutlass_router.families.splitk_mma import SplitKSpec
+
+    assert SplitKSpec("bf16", 8, 8, 1, 1, 1).order() == (64, 1, 1)
+    assert SplitKSpec("bf16", 4, 16, 1, 2, 1).order() == (64, 1, 1)
+    assert SplitKSpec("bf16", 4, 8, 1, 1, 2).order() == (32, 2, 2)   # two accumulator sets: E x T <= 2, U >= 2
+    assert SplitKSpec("bf16", 8, 4, 1, 2, 3).order() == (32, 3, 2)
+    assert SplitKSpec("bf16", 4, 4, 2, 4, 2).order() == (16, 1, 1)   # one set: the unroll does not matter
+    s = SplitKSpec("f32", 4, 1, 2, 2, 2, 32, 2, 2)
+    assert s.order() == (32, 2, 2) and s.symbol == "crt_splitk_f32_serial_w4_e2_t2_u2_o32x2x2"
+    assert "splitk_serial<32, 2, 2, 4, 2, 2, 2, float>(params)" in s.emit()
+    assert s.launch()["tile_tokens"] == 8 * 2 * 4
+    with pytest.raises(ValueError, match="serial kernel"):
+        SplitKSpec("bf16", 4, 2, 1, 1, 2, 32, 2, 2)  # a serial kernel has no cluster
+    with pytest.raises(ValueError, match="serial kernel"):
+        SplitKSpec("bf16", 4, 1, 1, 1, 2, 32, 2, 3)

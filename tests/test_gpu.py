@@ -210,17 +210,56 @@ def test_out_variant_allocates_nothing(M, N, out_dtype):
     assert torch.isnan(wide[:, N:]).all()
 
 
-@pytest.mark.parametrize("N", [32, 128])
+@pytest.mark.parametrize("N,K", [(32, 2880), (128, 2880), (256, 7168), (60, 1000)])
 @pytest.mark.parametrize("out_dtype", [BF16, F32])
-def test_batch_invariant_rows_do_not_depend_on_the_batch(N, out_dtype):
-    x, w, b = inputs(4096, N, 2880)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_batch_invariant_rows_do_not_depend_on_the_batch(N, K, out_dtype, with_bias):
+    """Bitwise: every M from 1 to 8192 gives a row the bits it has at M = 1, across the kernels invariant mode
+    picks (the M = 1 split kernel, and above decode sizes a serial kernel of the same order). Rows of -0.0 and
+    exact zeros included (the sign of a zero sum is part of the bits)."""
+    x, w, b = inputs(8192, N, K)
+    x[5] = -0.0
+    x[6] = 0.0
+    b = b if with_bias else None
     full = router_gemm(x, w, b, out_dtype=out_dtype, batch_invariant=True)
     check(full, x, w, b, out_dtype)
-    for M in (1, 2, 3, 17, 64, 255, 1000):
+    start = dispatch.invariant_serial_from(N, K)
+    ms = (1, 2, 3, 7, 13, 17, 64, 65, 127, 255, 256, 1000, start - 1, start, 4096)
+    picked = {dispatch.choose_invariant(N, K, M, "bf16" if out_dtype == BF16 else "f32") for M in ms + (8192,)}
+    assert len(picked) == 2 or not any("serial" in s for s in picked), picked
+    for M in ms:
         assert torch.equal(router_gemm(x[:M], w, b, out_dtype=out_dtype, batch_invariant=True), full[:M]), M
+    for M in (1, 7, 300):  # each row alone, against the full batch
+        row = router_gemm(x[M - 1:M], w, b, out_dtype=out_dtype, batch_invariant=True)
+        assert torch.equal(row, full[M - 1:M]), M
     other = x.clone()
-    other[1:] = inputs(4095, N, 2880)[0]
+    other[1:] = inputs(8191, N, K)[0]
     assert torch.equal(router_gemm(other, w, b, out_dtype=out_dtype, batch_invariant=True)[0], full[0])
+
+
+@pytest.mark.parametrize("symbol", sorted(s for s, e in manifest.entries().items()
+                                          if e.family == "splitk_mma" and e.config.get("order_slices")))
+def test_a_serial_kernel_computes_its_split_kernel_s_bits(symbol):
+    """Each serial kernel against every split kernel of the same order (families/splitk_mma.py: order), forced
+    on the same inputs at odd sizes: equal bits, not just close."""
+    from cutlass_router.families import splitk_mma
+
+    e = manifest.entry(symbol)
+    twins = [s for s, f in manifest.entries().items() if f.family == "splitk_mma" and s != symbol
+             and not f.config.get("order_slices") and f.out_dtype == e.out_dtype
+             and splitk_mma.order(f) == splitk_mma.order(e)]
+    assert twins, symbol
+    dtype = BF16 if e.out_dtype == "bf16" else F32
+    for N, K in ((32, 2880), (60, 1000), (128, 2888), (256, 7168)):
+        for M in (1, 13, 300):
+            x, w, b = inputs(M, N, K)
+            ref = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
+            ops.run_kernel(symbol, x, w, b, dtype, out=ref)
+            check(ref, x, w, b, dtype)
+            for twin in twins:
+                out = torch.full((M, N), float("nan"), device="cuda", dtype=dtype)
+                ops.run_kernel(twin, x, w, b, dtype, out=out)
+                assert torch.equal(out, ref), (twin, N, K, M)
 
 
 def test_non_hopper_gpu_falls_back_with_a_logged_reason(monkeypatch, caplog):

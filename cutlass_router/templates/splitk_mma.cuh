@@ -321,4 +321,174 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   }
 }
 
+// Batch-invariant GEMM for large M: the K reduction order of a split-K kernel, without splitting K.
+// splitk_mma<W, C, E, T, U> sums, for each output element, kSlices = W * C partial sums in the order 0..kSlices-1;
+// partial s is chunk range [chunks * s / kSlices, chunks * (s + 1) / kSlices) accumulated in chunk order, into
+// kAcc accumulator sets (relative chunk j into set (j % kBaseUnroll) % kAcc, the sets then added: set 0 + set 1),
+// each MMA the same m16n8k16 step on the same 16 K values. splitk_serial reproduces exactly that sequence of fp32
+// operations in one warp per 16E x 8T tile, with no partials crossing warps: every chunk in order, a partial
+// finished (and added to the total) at each slice boundary, empty slices included (+0, as the split kernel adds
+// them). So a row's bits equal the split kernel's for every M, while the grid grows with M, not with the slices:
+// the split kernel serves batch-invariant decode, this one serves the same mode at prefill.
+//   kSlices, kBaseUnroll, kAcc: the split kernel's W * C, U and accumulator sets (kAcc = 2 iff its E * T <= 2 and
+//                               U >= 2: splitk_mainloop)
+//   kWarps: warps per CTA, each its own 8T-token tile (the CTA: 16E experts x 8T kWarps tokens; W shared via L1)
+//   kUnroll: 64-wide chunks in flight per warp (across slice boundaries: the order is kept by the bookkeeping)
+// Its row pointers, loads and MMA steps repeat splitk_mainloop's on purpose, line for line: moving both onto shared
+// helpers changed the SASS of 19 shipped split kernels (same results expected, but not re-validated on a GPU), so
+// that refactor waits for a session that can re-run the GPU suite on it. test_gpu checks the bits are equal.
+template <int kSlices, int kBaseUnroll, int kAcc, int kWarps, int kExpTiles, int kTokTiles, int kUnroll,
+          typename OutT>
+__device__ __forceinline__ void splitk_serial(const SplitKParams& p) {
+  static_assert(kAcc == 1 || kAcc == 2, "one or two accumulator sets");
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2, q = lane & 3;
+  const int n0 = blockIdx.x * (16 * kExpTiles);
+  const int m0 = (blockIdx.y * kWarps + warp) * (8 * kTokTiles);
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+
+  const int chunks = (p.K + 63) >> 6;
+  const __nv_bfloat16* wrow[kExpTiles][2];
+#pragma unroll
+  for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      wrow[e][h] = p.w + static_cast<long long>(min(n0 + 16 * e + g + 8 * h, p.N - 1)) * p.ldw + 8 * q;
+  const __nv_bfloat16* xrow[kTokTiles];
+#pragma unroll
+  for (int t = 0; t < kTokTiles; ++t)
+    xrow[t] = p.x + static_cast<long long>(min(m0 + 8 * t + g, p.M - 1)) * p.ldx + 8 * q;
+
+  float acc[kAcc][kExpTiles][kTokTiles][4];  // the current slice's partial, as the split kernel's warp holds it
+  float tot[kExpTiles][kTokTiles][4];        // the slices before it, summed in order
+  auto zero = [&](float (&a)[kExpTiles][kTokTiles][4]) {
+#pragma unroll
+    for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+      for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) a[e][t][j] = 0.f;
+  };
+#pragma unroll
+  for (int a = 0; a < kAcc; ++a) zero(acc[a]);
+  zero(tot);
+  int slice = 0;                          // the slice being accumulated
+  int slice_begin = 0;                    // its first chunk
+  int next_begin = chunks / kSlices;      // the next slice's first chunk: chunks * (slice + 1) / kSlices
+  // Close slices until chunk c is inside the current one (slices without chunks close as +0).
+  auto advance_to = [&](int c) {
+    while (slice < kSlices && next_begin <= c) {
+      // The split kernel's last batch of a slice runs kBaseUnroll chunks whatever is left: its MMAs past the slice
+      // add products of zeros (+0), which turns a -0 accumulator into +0. The same, here.
+      const int len = next_begin - slice_begin;
+      if (kBaseUnroll > 1 && len % kBaseUnroll != 0) {
+#pragma unroll 1
+        for (int j = len; j % kBaseUnroll != 0; ++j) {
+          const int set = (j % kBaseUnroll) % kAcc;
+#pragma unroll
+          for (int a = 0; a < kAcc; ++a)  // a compile-time index (a run-time one would put acc in local memory)
+            if (a == set)
+#pragma unroll
+              for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+                for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+                  for (int k = 0; k < 4; ++k) acc[a][e][t][k] = __fadd_rn(acc[a][e][t][k], 0.f);
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+        for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float part = kAcc == 2 ? acc[0][e][t][j] + acc[kAcc - 1][e][t][j] : acc[0][e][t][j];
+            tot[e][t][j] = slice == 0 ? part : tot[e][t][j] + part;
+          }
+#pragma unroll
+      for (int a = 0; a < kAcc; ++a) zero(acc[a]);
+      ++slice;
+      slice_begin = next_begin;
+      next_begin = static_cast<int>((static_cast<long long>(chunks) * (slice + 1)) / kSlices);
+    }
+  };
+
+  bool first = true;
+#pragma unroll 1
+  for (int c0 = 0; c0 < chunks; c0 += kUnroll) {
+    uint4 wv[kUnroll][kExpTiles][2][2];
+    uint4 xv[kUnroll][kTokTiles][2];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k = (c0 + u) * 64 + 8 * q;
+      const bool in_range = c0 + u < chunks;
+#pragma unroll
+      for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int v = 0; v < 2; ++v)
+            wv[u][e][h][v] = detail::load_16B(wrow[e][h] + (c0 + u) * 64 + 32 * v, in_range && k + 32 * v + 8 <= p.K);
+    }
+    if (first) {
+      asm volatile("griddepcontrol.wait;" ::: "memory");  // x may come from the previous kernel
+      first = false;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int k = (c0 + u) * 64 + 8 * q;
+      const bool in_range = c0 + u < chunks;
+#pragma unroll
+      for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+        for (int v = 0; v < 2; ++v)
+          xv[u][t][v] = detail::load_16B_after_wait(xrow[t] + (c0 + u) * 64 + 32 * v, in_range && k + 32 * v + 8 <= p.K);
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int c = c0 + u;
+      if (c >= chunks) break;
+      advance_to(c);
+      const int set = kAcc == 1 ? 0 : ((c - slice_begin) % kBaseUnroll) % kAcc;
+#pragma unroll
+      for (int a = 0; a < kAcc; ++a) {  // a compile-time index, as above
+        if (a != set) continue;
+#pragma unroll
+        for (int s = 0; s < 4; ++s) {
+          const int v = s >> 1, lo = 2 * (s & 1), hi = lo + 1;
+#pragma unroll
+          for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+            for (int t = 0; t < kTokTiles; ++t)
+              cute::SM80_16x8x16_F32BF16BF16F32_TN::fma(
+                  acc[a][e][t][0], acc[a][e][t][1], acc[a][e][t][2], acc[a][e][t][3],
+                  detail::word(wv[u][e][0][v], lo), detail::word(wv[u][e][1][v], lo),
+                  detail::word(wv[u][e][0][v], hi), detail::word(wv[u][e][1][v], hi),
+                  detail::word(xv[u][t][v], lo), detail::word(xv[u][t][v], hi),
+                  acc[a][e][t][0], acc[a][e][t][1], acc[a][e][t][2], acc[a][e][t][3]);
+        }
+      }
+    }
+  }
+  if (first) asm volatile("griddepcontrol.wait;" ::: "memory");
+  advance_to(chunks);  // the last slice, and any empty ones after it
+
+  // Bias and store, as the split kernel's owner does (fragment layout of splitk_mainloop's out).
+#pragma unroll
+  for (int e = 0; e < kExpTiles; ++e)
+#pragma unroll
+    for (int t = 0; t < kTokTiles; ++t)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int n = n0 + 16 * e + g + 8 * (j >> 1);
+        const int m = m0 + 8 * t + 2 * q + (j & 1);
+        if (n < p.N && m < p.M) {
+          float r = tot[e][t][j];
+          if (p.bias != nullptr) r += __bfloat162float(p.bias[n]);
+          static_cast<OutT*>(p.out)[static_cast<long long>(m) * p.ldo + n] = detail::from_float<OutT>(r);
+        }
+      }
+}
+
 }  // namespace cutlass_router
