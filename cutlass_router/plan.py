@@ -63,7 +63,11 @@ def kernel_for(device: int, N: int, K: int, M: int, dt: str, invariant: bool = F
     except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
         # A CUTLASS kernel's host library may not load here (another platform, glibc < 2.34) nor build (no nvcc);
         # the split-K ladder needs none. Try it next.
-        fallback = dispatch.choose_splitk(N, 1 if invariant else M, dt)
+        if invariant:  # the M = 1 kernel keeps the bits of every M; the default ladder's may not
+            base = dispatch.choose(N, K, 1, dt)
+            fallback = base if symbol != base else dispatch.choose_splitk(N, 1, dt)
+        else:
+            fallback = dispatch.choose_splitk(N, M, dt)
         if fallback == symbol:
             return None, f"kernel {symbol} unavailable: {e}"
         log_once(f"kernel {symbol} unavailable ({e}); using {fallback}")
