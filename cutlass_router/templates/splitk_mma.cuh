@@ -429,7 +429,8 @@ __device__ __forceinline__ void splitk_serial(const SplitKParams& p) {
         for (int h = 0; h < 2; ++h)
 #pragma unroll
           for (int v = 0; v < 2; ++v)
-            wv[u][e][h][v] = detail::load_16B(wrow[e][h] + (c0 + u) * 64 + 32 * v, in_range && k + 32 * v + 8 <= p.K);
+            wv[u][e][h][v] = detail::load_16B(wrow[e][h] + (c0 + u) * 64 + 32 * v,
+                                              in_range && k + 32 * v + 8 <= p.K);
     }
     if (first) {
       asm volatile("griddepcontrol.wait;" ::: "memory");  // x may come from the previous kernel
@@ -443,7 +444,8 @@ __device__ __forceinline__ void splitk_serial(const SplitKParams& p) {
       for (int t = 0; t < kTokTiles; ++t)
 #pragma unroll
         for (int v = 0; v < 2; ++v)
-          xv[u][t][v] = detail::load_16B_after_wait(xrow[t] + (c0 + u) * 64 + 32 * v, in_range && k + 32 * v + 8 <= p.K);
+          xv[u][t][v] = detail::load_16B_after_wait(xrow[t] + (c0 + u) * 64 + 32 * v,
+                                                    in_range && k + 32 * v + 8 <= p.K);
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
