@@ -22,7 +22,7 @@ import cutlass_router
 from cutlass_router import dispatch
 
 SHAPES = (("gpt-oss-20b", 32, 2880), ("gpt-oss-120b", 128, 2880), ("deepseek-v3", 256, 7168))
-MS = (1, 64, 65, 256, 1024, 4096, 8192)
+MS = (1, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 
 def bench_us(fn, rep_ms: int) -> float:

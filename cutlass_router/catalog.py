@@ -5,6 +5,7 @@ Adding a kernel means adding its spec here, running `python -m cutlass_router em
 """
 from __future__ import annotations
 
+from .dispatch import INVARIANT_ORDER
 from .families.cutlass_sm90 import Sm90GemmSpec
 from .families.route import RouteSpec, select_specs
 from .families.splitk_mma import SplitKSpec
@@ -41,15 +42,15 @@ _SPLITK = (
     (4, 2, 2, 4, 2),
     (8, 2, 2, 4, 2),
     (4, 1, 2, 4, 4),
+    # batch-invariant mode at M <= 32-90: order (32, 1, 1) with one 16 x 8 tile
+    (4, 8, 1, 1, 1),
+    (8, 4, 1, 1, 1),
 )
 
-# Serial kernels for the batch-invariant mode above decode sizes: (warps, exp_tiles, tok_tiles, unroll) and the order
-# (slices, unroll, accumulator sets) of the split kernel they reproduce: the M = 1 picks of the tuned shapes
-# (gpt-oss: w8_c8_e1_t1_u1, (64, 1, 1); DeepSeek-V3: w4_c8_e1_t1_u2, (32, 2, 2)).
-_SERIAL = (
-    ((4, 2, 2, 2), (64, 1, 1)),
-    ((4, 2, 2, 2), (32, 2, 2)),
-)
+# Tiled serial kernels (splitk_tiled) for the batch-invariant mode at prefill sizes: (expert warps, token warps,
+# exp_tiles, tok_tiles, stages), each in the invariant order (dispatch.INVARIANT_ORDER). Picked from 16 configurations
+# timed on an H200 (notes/invariant/tiles.py).
+_TILED = ((1, 2, 2, 2, 8), (2, 2, 2, 2, 3), (4, 2, 2, 4, 4))
 
 # (swap_ab, tile_m, tile_n, tile_k, kernel schedule, cluster_n): TMA + wgmma tiles for large M. Without swap the
 # GEMM's M is tokens; with swap it is experts. A cluster along N shares each x tile by TMA multicast.
@@ -87,7 +88,8 @@ def specs() -> list:
     out += select_specs()
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
-        out += [SplitKSpec(dt, w, 1, e, t, u, *o) for (w, e, t, u), o in _SERIAL]
+        out += [SplitKSpec(dt, wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=st)
+                for (we, wt, e, t, st) in _TILED]
         out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
                 for (swap, tm, tn, tk, ks, cn) in _SM90]
     return out

@@ -79,39 +79,44 @@ def choose(N: int, K: int, M: int, out_dtype: str) -> str:
     return symbol
 
 
-# Batch-invariant mode, untuned shapes: the M = 1 kernel below this M, a serial kernel of its order from it on. The
-# split kernel's time grows with M (a CTA per 8 tokens and K range) and the serial kernel's hardly does until the GPU
-# is full (one warp walks all of K: ~24 us at K = 2880, ~55 at 7168), so they cross at a few hundred to 1,500 tokens
-# (tuned/<arch>.json "invariant": the measured crossing per shape).
-INVARIANT_SERIAL_MIN_M = 1024
+# Batch-invariant mode: a ladder of kernels that all share one K reduction order (families/splitk_mma.py: order),
+# so each row gets the same bits at every M. The order is (32 K slices, unroll 1, one accumulator set) for every shape:
+# its split kernels come within 1.1x of the default at decode sizes on the three tuned shapes, and the tiled serial
+# kernels (splitk_tiled: no K split, tokens tiled, the same per-element sequence) take the prefill sizes, where a
+# split kernel's grid would grow with M x 32 K slices. Tuned per shape in tuned/<arch>.json "invariant"; untuned
+# shapes take these (the gpt-oss measurements, isolated replay, H200).
+INVARIANT_ORDER = (32, 1, 1)
+
+
+def _irung(max_m: int, spec: SplitKSpec) -> Rung:
+    return Rung(max_m, spec.symbol, SplitKSpec("f32", **{k: v for k, v in spec.config().items()
+                                                          if k != "out_dtype"}).symbol)
+
+
+def _tiled(we: int, wt: int, e: int, t: int, stages: int) -> SplitKSpec:
+    return SplitKSpec("bf16", wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=stages)
+
+
+_INVARIANT_FEW = (_irung(90, SplitKSpec("bf16", 8, 4, 1, 1, 1)), _irung(724, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
+                  _irung(5792, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(1 << 62, _tiled(1, 2, 2, 2, 8)))
+_INVARIANT_MANY = (_irung(32, SplitKSpec("bf16", 8, 4, 1, 1, 1)), _irung(181, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
+                   _irung(1150, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(5792, _tiled(2, 2, 2, 2, 3)),
+                   _irung(1 << 62, _tiled(4, 2, 2, 4, 4)))
 
 
 @lru_cache(maxsize=None)
-def tuned_invariant_table(arch: str = ARCH) -> dict[tuple[int, int], int]:
-    return {(s["N"], s["K"]): s["serial_from_m"] for s in _tuned_file(arch).get("invariant", [])}
+def tuned_invariant_table(arch: str = ARCH) -> dict[tuple[int, int], tuple[Rung, ...]]:
+    return {(s["N"], s["K"]): tuple(Rung(**r) for r in s["rungs"]) for s in _tuned_file(arch).get("invariant", [])}
 
 
-def invariant_serial_from(N: int, K: int) -> int:
-    return tuned_invariant_table().get((N, K), INVARIANT_SERIAL_MIN_M)
+def invariant_ladder(N: int, K: int) -> tuple[Rung, ...]:
+    return tuned_invariant_table().get((N, K)) or (_INVARIANT_FEW if N <= 48 else _INVARIANT_MANY)
 
 
 def choose_invariant(N: int, K: int, M: int, out_dtype: str) -> str:
-    """The batch-invariant kernel for this call: every M gets the bits of the M = 1 kernel. Below
-    invariant_serial_from(N, K) tokens that kernel itself; from there a serial kernel of the same order
-    (families/splitk_mma.py: order) if one is built, which tiles tokens instead of splitting K."""
-    from .families import splitk_mma
-    from .manifest import entries, entry
-
-    base = choose(N, K, 1, out_dtype)
-    e = entry(base)
-    if M < invariant_serial_from(N, K) or e.family != splitk_mma.FAMILY:
-        return base
-    want = splitk_mma.order(e)
-    for symbol, s in sorted(entries().items()):
-        if (s.family == splitk_mma.FAMILY and s.config.get("order_slices") and s.out_dtype == out_dtype
-                and splitk_mma.order(s) == want):
-            return symbol
-    return base
+    """The batch-invariant kernel for this call: every kernel of the shape's invariant ladder has the same order,
+    so a row's bits do not depend on M (nor on which rung serves it)."""
+    return _pick(invariant_ladder(N, K), M, out_dtype)
 
 
 def choose_splitk(N: int, M: int, out_dtype: str) -> str:
@@ -164,7 +169,8 @@ def reachable() -> set[str]:
     """Every kernel dispatch can pick: the tuned ladders and the default ladders (untuned shapes, fallbacks), for
     the GEMM and for route. Exactly these ship prebuilt."""
     rungs = [r for ladder_ in tuned_table().values() for r in ladder_] + [*_DEFAULT_FEW, *_DEFAULT_MANY]
-    serial = {choose_invariant(N, K, 1 << 20, dt) for (N, K) in tuned_table() for dt in ("bf16", "f32")}
+    rungs += [r for ladder_ in tuned_invariant_table().values() for r in ladder_]
+    rungs += [*_INVARIANT_FEW, *_INVARIANT_MANY]
     route = {r.kernel for ladder_ in tuned_route_table().values() for r in ladder_}
     route |= {spec.symbol for _, spec in _ROUTE_DEFAULT} | {spec.symbol for spec in select_specs()}
-    return {s for r in rungs for s in (r.bf16, r.f32)} | serial | (route - {GEMM_THEN_SELECT})
+    return {s for r in rungs for s in (r.bf16, r.f32)} | (route - {GEMM_THEN_SELECT})

@@ -47,10 +47,9 @@ def sm_count(index: int) -> int:
 def kernel_for(device: int, N: int, K: int, M: int, dt: str, invariant: bool = False):
     """(loaded kernel, None) for this shape on this device, or (None, why not).
 
-    invariant: every M gets the bits of the kernel chosen for M = 1. A split-K kernel's per-element arithmetic
-    (its K split and summation order) is fixed by its configuration and K, so that kernel, and above decode sizes
-    a serial kernel that reproduces its order (dispatch.choose_invariant), make each row's result independent of
-    the batch.
+    invariant: every M gets the bits it has at M = 1. A split-K kernel's per-element arithmetic (its K split and
+    summation order) is fixed by its configuration and K; the invariant ladder's kernels share one order
+    (dispatch.choose_invariant), which makes each row's result independent of the batch.
     """
     reason = device_blocker(device)
     if reason:
@@ -63,8 +62,8 @@ def kernel_for(device: int, N: int, K: int, M: int, dt: str, invariant: bool = F
     except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
         # A CUTLASS kernel's host library may not load here (another platform, glibc < 2.34) nor build (no nvcc);
         # the split-K ladder needs none. Try it next.
-        if invariant:  # the M = 1 kernel keeps the bits of every M; the default ladder's may not
-            base = dispatch.choose(N, K, 1, dt)
+        if invariant:  # the ladder's M = 1 kernel keeps the bits of every M; the default ladder's may not
+            base = dispatch.choose_invariant(N, K, 1, dt)
             fallback = base if symbol != base else dispatch.choose_splitk(N, 1, dt)
         else:
             fallback = dispatch.choose_splitk(N, M, dt)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One device session on the lent GPU (carry .whl, .cubins and .anchor): steps in order, everything logged to
 # $OUT/run.log; result files (tables, JSON, plots, the tuned table) come back in $OUT/results.tgz.
-#   bash scripts/device_run.sh [steps...]     steps: test routetest harness profile tune bench iso eager examples e2e
-#                                             sanitize installed
+#   bash scripts/device_run.sh [steps...]     steps: test routetest harness profile tune bench iso invariant eager
+#                                             examples e2e sanitize installed
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 RES=/tmp/results
@@ -35,6 +35,7 @@ for step in $steps; do
     bench) python3 benchmarks/bench_decode_layer.py --out "$RES" 2>&1 | tail -80 ;;
     iso) for m in openai/gpt-oss-120b openai/gpt-oss-20b; do
            python3 benchmarks/bench_router_gemm.py --model $m --out "$RES" 2>&1 | tail -18; done ;;
+    invariant) python3 benchmarks/bench_invariant.py --out "$RES" 2>&1 | tail -40 ;;
     eager) python3 scripts/eager_cost.py --json "$RES/eager-cost.json" 2>&1 ;;
     examples) for m in 120b 20b; do python3 examples/gpt_oss_$m.py 2>&1; done ;;
     e2e)  # E2E_RUNS: ';'-separated argument sets, one process each, results in $RES/e2e-<i>/

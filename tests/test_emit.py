@@ -104,29 +104,27 @@ def test_expand_inlines_project_templates_once_and_keeps_other_includes(tmp_path
     assert '#include "a.cuh"' not in out
 
 
-def test_batch_invariant_kernels_share_the_m1_kernel_s_order():
-    """Invariant mode: the M = 1 kernel below the tuned crossing (INVARIANT_SERIAL_MIN_M for untuned shapes), then
-    a serial kernel whose order (K slices, unroll, accumulator sets) is the M = 1 kernel's, in both dtypes; it ships
-    (reachable)."""
+def test_batch_invariant_ladders_share_one_order_and_ship():
+    """Invariant mode: every kernel of a shape's invariant ladder (tuned, or the default for untuned shapes) has the
+    same order (K slices, unroll, accumulator sets), in both dtypes, covers every M, and ships (reachable); above
+    decode sizes the ladder ends in a tiled serial kernel."""
     from cutlass_router import dispatch
     from cutlass_router.families import splitk_mma
     from cutlass_router.manifest import entry
 
     reach = dispatch.reachable()
-    for N, K in [(32, 2880), (128, 2880), (256, 7168), (60, 1000)]:
+    assert set(dispatch.tuned_invariant_table()) == {(32, 2880), (128, 2880), (256, 7168)}
+    for N, K in [(32, 2880), (128, 2880), (256, 7168), (60, 1000), (384, 7168)]:
         for dt in ("bf16", "f32"):
-            base = dispatch.choose(N, K, 1, dt)
-            start = dispatch.invariant_serial_from(N, K)
-            assert start == ({(32, 2880): 1536, (128, 2880): 448, (256, 7168): 576}.get((N, K))
-                             or dispatch.INVARIANT_SERIAL_MIN_M)
-            for M in (1, 7, start - 1):
-                assert dispatch.choose_invariant(N, K, M, dt) == base
-            for M in (start, 3000, 8192):
-                s = dispatch.choose_invariant(N, K, M, dt)
-                e = entry(s)
-                assert e.config["order_slices"] and e.out_dtype == dt, (N, K, M, s)
-                assert splitk_mma.order(e) == splitk_mma.order(entry(base)), (s, base)
-                assert s in reach and splitk_mma.grid(e, M, N)[1] == -(-M // e.launch["tile_tokens"])
+            picked = {dispatch.choose_invariant(N, K, M, dt) for M in (1, 2, 5, 33, 91, 182, 725, 851, 1151, 2897,
+                                                                        5793, 8192, 65535 * 32)}
+            orders = {splitk_mma.order(entry(s)) for s in picked}
+            assert orders == {dispatch.INVARIANT_ORDER}, (N, K, dt, picked)
+            assert all(entry(s).out_dtype == dt and s in reach for s in picked), picked
+            top = entry(dispatch.choose_invariant(N, K, 8192, dt))
+            assert top.config["order_slices"] and top.launch["smem_bytes"] > 0
+            assert splitk_mma.grid(top, 8192, N)[1] == -(-8192 // top.launch["tile_tokens"])
+            assert not splitk_mma.blocker(top, 65535 * 32, N)
 
 
 def test_split_kernel_orders():
@@ -137,11 +135,20 @@ def test_split_kernel_orders():
     assert SplitKSpec("bf16", 4, 8, 1, 1, 2).order() == (32, 2, 2)   # two accumulator sets: E x T <= 2, U >= 2
     assert SplitKSpec("bf16", 8, 4, 1, 2, 3).order() == (32, 3, 2)
     assert SplitKSpec("bf16", 4, 4, 2, 4, 2).order() == (16, 1, 1)   # one set: the unroll does not matter
-    s = SplitKSpec("f32", 4, 1, 2, 2, 2, 32, 2, 2)
-    assert s.order() == (32, 2, 2) and s.symbol == "crt_splitk_f32_serial_w4_e2_t2_u2_o32x2x2"
-    assert "splitk_serial<32, 2, 2, 4, 2, 2, 2, float>(params)" in s.emit()
-    assert s.launch()["tile_tokens"] == 8 * 2 * 4
+    s = SplitKSpec("f32", 4, 1, 2, 2, 1, 32, 2, 2, warps_e=2, stages=3)
+    assert s.order() == (32, 2, 2) and s.symbol == "crt_splitk_f32_tiled_we2_wt4_e2_t2_s3_o32x2x2"
+    assert "splitk_tiled<32, 2, 2, 2, 4, 2, 2, 3, float>(params)" in s.emit()
+    assert "__launch_bounds__(256, 1)" in s.emit()
+    assert s.launch() == {"block_threads": 256, "cluster": 1, "tile_tokens": 8 * 2 * 4, "tile_experts": 16 * 2 * 2,
+                          "smem_bytes": 3 * (64 + 64) * 128}
+    assert "warps_e" not in SplitKSpec("bf16", 8, 8, 1, 1, 1).config()  # split kernels' entries as before
     with pytest.raises(ValueError, match="serial kernel"):
-        SplitKSpec("bf16", 4, 2, 1, 1, 2, 32, 2, 2)  # a serial kernel has no cluster
+        SplitKSpec("bf16", 4, 2, 1, 1, 2, 32, 2, 2, warps_e=1, stages=3)  # a serial kernel has no cluster
+    with pytest.raises(ValueError, match="serial kernel"):
+        SplitKSpec("bf16", 4, 1, 1, 1, 2, 32, 2, 2)  # ... and stages
+    with pytest.raises(ValueError, match="serial kernel"):
+        SplitKSpec("bf16", 4, 1, 1, 1, 2, 0, 0, 0, warps_e=1, stages=3)  # a split kernel has none
+    with pytest.raises(ValueError, match="serial kernel"):
+        SplitKSpec("bf16", 4, 1, 8, 8, 1, 32, 1, 1, warps_e=4, stages=8)  # too much shared memory
     with pytest.raises(ValueError, match="serial kernel"):
         SplitKSpec("bf16", 4, 1, 1, 1, 2, 32, 2, 3)

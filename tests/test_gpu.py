@@ -215,18 +215,18 @@ def test_out_variant_allocates_nothing(M, N, out_dtype):
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_batch_invariant_rows_do_not_depend_on_the_batch(N, K, out_dtype, with_bias):
     """Bitwise: every M from 1 to 8192 gives a row the bits it has at M = 1, across the kernels invariant mode
-    picks (the M = 1 split kernel, and above decode sizes a serial kernel of the same order). Rows of -0.0 and
-    exact zeros included (the sign of a zero sum is part of the bits)."""
+    picks (split kernels of one order at decode sizes, tiled serial kernels of the same order above), each side of
+    every rung's end. Rows of -0.0 and exact zeros included (the sign of a zero sum is part of the bits)."""
     x, w, b = inputs(8192, N, K)
     x[5] = -0.0
     x[6] = 0.0
     b = b if with_bias else None
     full = router_gemm(x, w, b, out_dtype=out_dtype, batch_invariant=True)
     check(full, x, w, b, out_dtype)
-    start = dispatch.invariant_serial_from(N, K)
-    ms = (1, 2, 3, 7, 13, 17, 64, 65, 127, 255, 256, 1000, start - 1, start, 4096)
-    picked = {dispatch.choose_invariant(N, K, M, "bf16" if out_dtype == BF16 else "f32") for M in ms + (8192,)}
-    assert len(picked) == 2 or not any("serial" in s for s in picked), picked
+    ends = [r.max_m for r in dispatch.invariant_ladder(N, K)[:-1]]
+    ms = sorted({1, 2, 3, 7, 13, 17, 64, 65, 127, 255, 256, 1000, 4096} | {m + d for m in ends for d in (0, 1)})
+    picked = {dispatch.choose_invariant(N, K, M, "bf16" if out_dtype == BF16 else "f32") for M in ms + [8192]}
+    assert len(picked) == len(ends) + 1 and any("tiled" in s for s in picked), picked
     for M in ms:
         assert torch.equal(router_gemm(x[:M], w, b, out_dtype=out_dtype, batch_invariant=True), full[:M]), M
     for M in (1, 7, 300):  # each row alone, against the full batch
@@ -240,8 +240,9 @@ def test_batch_invariant_rows_do_not_depend_on_the_batch(N, K, out_dtype, with_b
 @pytest.mark.parametrize("symbol", sorted(s for s, e in manifest.entries().items()
                                           if e.family == "splitk_mma" and e.config.get("order_slices")))
 def test_a_serial_kernel_computes_its_split_kernel_s_bits(symbol):
-    """Each serial kernel against every split kernel of the same order (families/splitk_mma.py: order), forced
-    on the same inputs at odd sizes: equal bits, not just close."""
+    """Each tiled serial kernel against every split kernel of the same order (families/splitk_mma.py: order),
+    forced on the same inputs at odd sizes (N not a multiple of 16, K not of the 64-wide chunk, M not of the tile):
+    equal bits, not just close."""
     from cutlass_router.families import splitk_mma
 
     e = manifest.entry(symbol)

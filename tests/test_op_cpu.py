@@ -177,8 +177,8 @@ def test_batch_invariant_cpu_rows_do_not_depend_on_the_batch(monkeypatch):
 
 
 def test_invariant_mode_falls_back_to_the_m1_kernel_not_the_default_ladder(monkeypatch):
-    """If the serial kernel cannot load (not shipped, no toolkit), invariant mode must keep the M = 1 kernel's bits:
-    it falls back to that kernel, not to the default ladder's (another order for gpt-oss-120b)."""
+    """If a serial kernel cannot load (not shipped, no toolkit), invariant mode must keep the M = 1 kernel's bits:
+    it falls back to the invariant ladder's M = 1 kernel, not to the default ladder's (another order)."""
     import types
 
     from cutlass_router import dispatch, launch, plan
@@ -187,7 +187,7 @@ def test_invariant_mode_falls_back_to_the_m1_kernel_not_the_default_ladder(monke
 
     def load(symbol):
         loaded.append(symbol)
-        if "serial" in symbol:
+        if "tiled" in symbol:
             raise OSError("not shipped here")
         return types.SimpleNamespace(entry=None, family=types.SimpleNamespace(blocker=lambda e, M, N: None))
 
@@ -196,7 +196,7 @@ def test_invariant_mode_falls_back_to_the_m1_kernel_not_the_default_ladder(monke
     plan.kernel_for.cache_clear()
     try:
         k, why = plan.kernel_for(0, 128, 2880, 8192, "bf16", True)
-        base = dispatch.choose(128, 2880, 1, "bf16")
+        base = dispatch.choose_invariant(128, 2880, 1, "bf16")
         assert why is None and loaded == [dispatch.choose_invariant(128, 2880, 8192, "bf16"), base]
         assert base != dispatch.choose_splitk(128, 1, "bf16")  # the case this guards
     finally:

@@ -5,9 +5,10 @@ primitives); an emitted file instantiates it for one configuration and includes 
 inlines (manifest.expand), so the hash of what is compiled covers the template.
 
 Launch: grid (N tiles x cluster, M tiles), block 32 x warps, no dynamic shared memory, one SplitKParams by value.
-Serial kernels (order_slices > 0, splitk_serial in the template): no cluster; each warp its own token tile, K not
-split, summed in the order of the split kernel whose `order()` they share, so both give a row the same bits: the
-batch-invariant mode's kernels above decode sizes (dispatch.choose_invariant).
+Tiled serial kernels (order_slices > 0, splitk_tiled in the template): no cluster, K not split, W and x staged through
+shared memory per CTA tile, summed in the order of the split kernel whose `order()` they share, so both give a row the
+same bits: the batch-invariant mode's kernels at prefill sizes (dispatch.choose_invariant). Their launch adds dynamic
+shared memory (launch()["smem_bytes"]).
 Takes any N >= 1 and M up to 65535 token tiles; K a multiple of 8 with 16-byte aligned rows (validate.py).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ FAMILY = "splitk_mma"
 HOST_LIB = False  # parameters are packed here, in Python
 _OUT_CTYPE = {"bf16": "__nv_bfloat16", "f32": "float"}
 MAX_GRID_Y = 65535
+MAX_SMEM = 227 * 1024  # sm_90's dynamic shared memory per CTA
 
 # Mirrors cutlass_router::SplitKParams (templates/splitk_mma.cuh): 4 pointers, 3 int64 strides, 4 int32.
 PARAMS = struct.Struct("<QQQQqqqiiii")
@@ -35,6 +37,8 @@ class SplitKSpec:
     order_slices: int = 0  # serial kernel: the split kernel's slices (warps x cluster) it reproduces; 0: split
     order_unroll: int = 0  # serial kernel: that kernel's unroll (which chunk goes to which accumulator set)
     order_acc: int = 0     # serial kernel: that kernel's accumulator sets (1 or 2)
+    warps_e: int = 0       # serial kernel: warps along the experts (`warps` are then along the tokens)
+    stages: int = 0        # serial kernel: shared-memory stages of one 64-wide K chunk each
 
     def __post_init__(self):
         if self.out_dtype not in _OUT_CTYPE:
@@ -46,6 +50,11 @@ class SplitKSpec:
         if self.order_slices and not (self.cluster == 1 and self.order_unroll >= 1 and self.order_acc in (1, 2)):
             raise ValueError(f"a serial kernel has no cluster and names its order (slices, unroll, accumulator sets "
                              f"1 or 2), got cluster {self.cluster}, order {self.order()}")
+        if bool(self.order_slices) != bool(self.stages) or (self.stages and not (
+                self.stages >= 2 and self.warps_e >= 1 and self.warps * self.warps_e <= 32
+                and self.smem_bytes() <= MAX_SMEM)):
+            raise ValueError(f"a serial kernel names its order and has >= 2 stages, >= 1 expert warps, at most 32 "
+                             f"warps and {MAX_SMEM} bytes of shared memory; a split kernel none of these: {self}")
 
     def order(self) -> tuple[int, int, int]:
         """What fixes a row's bits besides K: (K slices, unroll, accumulator sets), with the unroll 1 when there is
@@ -57,6 +66,16 @@ class SplitKSpec:
             a = 2 if self.exp_tiles * self.tok_tiles <= 2 and self.unroll >= 2 else 1  # splitk_mainloop's kAcc
         return s, (u if a > 1 else 1), a
 
+    def tile(self) -> tuple[int, int]:
+        """(experts, tokens) of a CTA's output tile."""
+        if self.order_slices:
+            return 16 * self.exp_tiles * self.warps_e, 8 * self.tok_tiles * self.warps
+        return 16 * self.exp_tiles, 8 * self.tok_tiles
+
+    def smem_bytes(self) -> int:
+        """Dynamic shared memory: a serial kernel's stages of 64-wide K chunks (128 bytes per W or x row)."""
+        return self.stages * sum(self.tile()) * 128
+
     @property
     def family(self) -> str:
         return FAMILY
@@ -65,27 +84,30 @@ class SplitKSpec:
     def symbol(self) -> str:
         if self.order_slices:
             s, u, a = self.order()
-            return (f"crt_splitk_{self.out_dtype}_serial_w{self.warps}_e{self.exp_tiles}_t{self.tok_tiles}"
-                    f"_u{self.unroll}_o{s}x{u}x{a}")
+            return (f"crt_splitk_{self.out_dtype}_tiled_we{self.warps_e}_wt{self.warps}_e{self.exp_tiles}"
+                    f"_t{self.tok_tiles}_s{self.stages}_o{s}x{u}x{a}")
         return (f"crt_splitk_{self.out_dtype}_w{self.warps}_c{self.cluster}"
                 f"_e{self.exp_tiles}_t{self.tok_tiles}_u{self.unroll}")
 
     def config(self) -> dict:
-        return asdict(self)
+        # The serial kernels' fields only where set: the split kernels' manifest entries (and source hashes) stay.
+        return {k: v for k, v in asdict(self).items() if v or k not in ("warps_e", "stages")}
 
     def launch(self) -> dict:
-        # A serial kernel's warps tile tokens, so its CTA covers 8 x tok_tiles x warps of them.
-        tokens = 8 * self.tok_tiles * (self.warps if self.order_slices else 1)
-        return {"block_threads": 32 * self.warps, "cluster": self.cluster, "tile_tokens": tokens,
-                "tile_experts": 16 * self.exp_tiles}
+        experts, tokens = self.tile()
+        lc = {"block_threads": 32 * self.warps * max(self.warps_e, 1), "cluster": self.cluster,
+              "tile_tokens": tokens, "tile_experts": experts}
+        if self.order_slices:
+            lc["smem_bytes"] = self.smem_bytes()
+        return lc
 
     def emit(self) -> str:
         dtype = _OUT_CTYPE[self.out_dtype]
         if self.order_slices:
             s, u, a = self.order()
-            call = (f"splitk_serial<{s}, {u}, {a}, {self.warps}, {self.exp_tiles}, {self.tok_tiles}, "
-                    f"{self.unroll}, {dtype}>")
-            bounds = f"{32 * self.warps}"
+            call = (f"splitk_tiled<{s}, {u}, {a}, {self.warps_e}, {self.warps}, {self.exp_tiles}, {self.tok_tiles}, "
+                    f"{self.stages}, {dtype}>")
+            bounds = f"{32 * self.warps * self.warps_e}, 1"
         else:
             call = (f"splitk_mma<{self.warps}, {self.cluster}, {self.exp_tiles}, {self.tok_tiles}, {self.unroll}, "
                     f"{dtype}>")
@@ -104,7 +126,7 @@ class SplitKSpec:
 def geometry(entry, host=None) -> tuple[int, tuple[int, int, int], int]:
     """(block threads, cluster shape, dynamic shared memory bytes) of a loaded kernel."""
     lc = entry.launch
-    return lc["block_threads"], (lc["cluster"], 1, 1), 0
+    return lc["block_threads"], (lc["cluster"], 1, 1), lc.get("smem_bytes", 0)
 
 
 def grid(entry, M: int, N: int) -> tuple[int, int, int]:

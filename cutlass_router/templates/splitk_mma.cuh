@@ -321,61 +321,122 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   }
 }
 
+namespace detail {
+
+// cp.async of 16 bytes into shared memory, zero-filled when !pred (src is then not read; it must still be a valid
+// address). .cg: through L2 only, x and W are streamed once per CTA.
+__device__ __forceinline__ void cp_async_16B(uint32_t dst, const void* src, bool pred) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(pred ? 16 : 0) : "memory");
+}
+
+__device__ __forceinline__ uint4 ld_shared_16B(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+
+// A 64-wide K chunk of one row in shared memory: 8 units of 16 bytes, unit u at (u ^ 4 (row & 1)). A warp's 16-byte
+// fragment loads touch rows g and units q + 4v (lane 4g + q); the 8 lanes of each quarter-warp phase cover rows 2p and
+// 2p + 1, which this swizzle puts in opposite halves of the 32 banks.
+__device__ __forceinline__ uint32_t tile_offset(int row, int unit) {
+  return static_cast<uint32_t>(row * 128 + ((unit ^ ((row & 1) << 2)) << 4));
+}
+
+}  // namespace detail
+
 // Batch-invariant GEMM for large M: the K reduction order of a split-K kernel, without splitting K.
 // splitk_mma<W, C, E, T, U> sums, for each output element, kSlices = W * C partial sums in the order 0..kSlices-1;
 // partial s is chunk range [chunks * s / kSlices, chunks * (s + 1) / kSlices) accumulated in chunk order, into
 // kAcc accumulator sets (relative chunk j into set (j % kBaseUnroll) % kAcc, the sets then added: set 0 + set 1),
-// each MMA the same m16n8k16 step on the same 16 K values. splitk_serial reproduces exactly that sequence of fp32
-// operations in one warp per 16E x 8T tile, with no partials crossing warps: every chunk in order, a partial
-// finished (and added to the total) at each slice boundary, empty slices included (+0, as the split kernel adds
-// them). So a row's bits equal the split kernel's for every M, while the grid grows with M, not with the slices:
-// the split kernel serves batch-invariant decode, this one serves the same mode at prefill.
+// each MMA the same m16n8k16 step on the same 16 K values. splitk_tiled reproduces exactly that sequence of fp32
+// operations with no partials crossing warps: every chunk in order, a partial finished (and added to the total) at
+// each slice boundary, empty slices included (+0, as the split kernel adds them). So a row's bits equal the split
+// kernel's for every M, while the grid grows with M, not with the slices: the split kernels serve the batch-invariant
+// mode at decode sizes, this one at prefill sizes (dispatch.choose_invariant).
+// The CTA is kWarpsE x kWarpsT warps over a 16 kWE kWarpsE experts x 8 kWT kWarpsT tokens tile whose W and x chunks
+// are staged through shared memory (cp.async, kStages - 1 chunks in flight), so x is read once per expert tile. Each
+// warp owns kWE x kWT MMA tiles; every chunk's MMAs take the same 16 K values per step as the split kernel's (thread
+// q's 16-byte units q and q + 4, words lo/hi per step), in the same order, into the same accumulator set.
 //   kSlices, kBaseUnroll, kAcc: the split kernel's W * C, U and accumulator sets (kAcc = 2 iff its E * T <= 2 and
 //                               U >= 2: splitk_mainloop)
-//   kWarps: warps per CTA, each its own 8T-token tile (the CTA: 16E experts x 8T kWarps tokens; W shared via L1)
-//   kUnroll: 64-wide chunks in flight per warp (across slice boundaries: the order is kept by the bookkeeping)
-// Its row pointers, loads and MMA steps repeat splitk_mainloop's on purpose, line for line: moving both onto shared
-// helpers changed the SASS of 19 shipped split kernels (same results expected, but not re-validated on a GPU), so
-// that refactor waits for a session that can re-run the GPU suite on it. test_gpu checks the bits are equal.
-template <int kSlices, int kBaseUnroll, int kAcc, int kWarps, int kExpTiles, int kTokTiles, int kUnroll,
+// It runs one chunk per __syncthreads: at small M (a few CTAs) its time is chunks x that loop's latency, which is why
+// the split kernels keep M up to about a thousand tokens.
+template <int kSlices, int kBaseUnroll, int kAcc, int kWarpsE, int kWarpsT, int kWE, int kWT, int kStages,
           typename OutT>
-__device__ __forceinline__ void splitk_serial(const SplitKParams& p) {
+__device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
   static_assert(kAcc == 1 || kAcc == 2, "one or two accumulator sets");
+  static_assert(kStages >= 2, "a pipeline needs two stages");
+  constexpr int kRowsE = 16 * kWE * kWarpsE;  // experts of the CTA tile
+  constexpr int kRowsT = 8 * kWT * kWarpsT;   // tokens of the CTA tile
+  constexpr int kThreads = 32 * kWarpsE * kWarpsT;
+  constexpr int kStageBytes = (kRowsE + kRowsT) * 128;
+  extern __shared__ __align__(128) char smem[];
+
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
-  const int n0 = blockIdx.x * (16 * kExpTiles);
-  const int m0 = (blockIdx.y * kWarps + warp) * (8 * kTokTiles);
+  const int we = warp % kWarpsE, wt = warp / kWarpsE;
+  const int n0 = blockIdx.x * kRowsE;
+  const int m0 = blockIdx.y * kRowsT;
+  const int chunks = (p.K + 63) >> 6;
+  const uint32_t smem0 = detail::smem_addr(smem);
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
-  const int chunks = (p.K + 63) >> 6;
-  const __nv_bfloat16* wrow[kExpTiles][2];
+  // Each thread copies the same rows and 16-byte units of every chunk (rows >= N or M clamp to the last one: read,
+  // never stored), so its sources and destinations are set up once; a chunk adds 64 elements to the sources. The
+  // loop runs one chunk per __syncthreads, so what it executes per chunk is what this kernel costs at small M.
+  constexpr int kCopies = (kRowsE + kRowsT) * 8;              // 16-byte units per stage
+  constexpr int kPerThread = (kCopies + kThreads - 1) / kThreads;
+  const __nv_bfloat16* src[kPerThread];
+  uint32_t dst[kPerThread];
+  int kend[kPerThread];  // the unit is loaded while 64 c + kend <= K (K's last units are zero-filled past it)
 #pragma unroll
-  for (int e = 0; e < kExpTiles; ++e)
+  for (int j = 0; j < kPerThread; ++j) {
+    const int i = min(static_cast<int>(threadIdx.x) + j * kThreads, kCopies - 1);
+    const int r = i >> 3, u = i & 7;
+    const bool is_w = r < kRowsE;
+    src[j] = is_w ? p.w + static_cast<long long>(min(n0 + r, p.N - 1)) * p.ldw + 8 * u
+                  : p.x + static_cast<long long>(min(m0 + r - kRowsE, p.M - 1)) * p.ldx + 8 * u;
+    dst[j] = detail::tile_offset(r, u);
+    kend[j] = (kCopies % kThreads != 0 && static_cast<int>(threadIdx.x) + j * kThreads >= kCopies)
+                  ? 1 << 30 : 8 * u + 8;  // a thread with no unit here never loads
+  }
+  auto load = [&](int c, int st, bool w_part, bool x_part) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h)
-      wrow[e][h] = p.w + static_cast<long long>(min(n0 + 16 * e + g + 8 * h, p.N - 1)) * p.ldw + 8 * q;
-  const __nv_bfloat16* xrow[kTokTiles];
-#pragma unroll
-  for (int t = 0; t < kTokTiles; ++t)
-    xrow[t] = p.x + static_cast<long long>(min(m0 + 8 * t + g, p.M - 1)) * p.ldx + 8 * q;
+    for (int j = 0; j < kPerThread; ++j) {
+      const bool is_w = dst[j] < kRowsE * 128u;
+      if (is_w ? !w_part : !x_part) continue;
+      const bool in = c * 64 + kend[j] <= p.K;
+      detail::cp_async_16B(smem0 + st * kStageBytes + dst[j], in ? src[j] + c * 64 : src[j], in);
+    }
+  };
 
-  float acc[kAcc][kExpTiles][kTokTiles][4];  // the current slice's partial, as the split kernel's warp holds it
-  float tot[kExpTiles][kTokTiles][4];        // the slices before it, summed in order
-  auto zero = [&](float (&a)[kExpTiles][kTokTiles][4]) {
+  // W does not depend on the previous kernel: the first stages' W before griddepcontrol.wait, x after it.
 #pragma unroll
-    for (int e = 0; e < kExpTiles; ++e)
+  for (int s = 0; s < kStages - 1; ++s)
+    if (s < chunks) load(s, s, true, false);
+  asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
-      for (int t = 0; t < kTokTiles; ++t)
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < chunks) load(s, s, false, true);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");  // group s: stage s complete (group 0 also holds W 1..)
+  }
+
+  float acc[kAcc][kWE][kWT][4];
+  float tot[kWE][kWT][4];
+  auto zero = [&](float (&a)[kWE][kWT][4]) {
+#pragma unroll
+    for (int e = 0; e < kWE; ++e)
+#pragma unroll
+      for (int t = 0; t < kWT; ++t)
 #pragma unroll
         for (int j = 0; j < 4; ++j) a[e][t][j] = 0.f;
   };
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) zero(acc[a]);
   zero(tot);
-  int slice = 0;                          // the slice being accumulated
-  int slice_begin = 0;                    // its first chunk
-  int next_begin = chunks / kSlices;      // the next slice's first chunk: chunks * (slice + 1) / kSlices
+  int slice = 0, slice_begin = 0, next_begin = chunks / kSlices;
   // Close slices until chunk c is inside the current one (slices without chunks close as +0).
   auto advance_to = [&](int c) {
     while (slice < kSlices && next_begin <= c) {
@@ -390,17 +451,17 @@ __device__ __forceinline__ void splitk_serial(const SplitKParams& p) {
           for (int a = 0; a < kAcc; ++a)  // a compile-time index (a run-time one would put acc in local memory)
             if (a == set)
 #pragma unroll
-              for (int e = 0; e < kExpTiles; ++e)
+              for (int e = 0; e < kWE; ++e)
 #pragma unroll
-                for (int t = 0; t < kTokTiles; ++t)
+                for (int t = 0; t < kWT; ++t)
 #pragma unroll
                   for (int k = 0; k < 4; ++k) acc[a][e][t][k] = __fadd_rn(acc[a][e][t][k], 0.f);
         }
       }
 #pragma unroll
-      for (int e = 0; e < kExpTiles; ++e)
+      for (int e = 0; e < kWE; ++e)
 #pragma unroll
-        for (int t = 0; t < kTokTiles; ++t)
+        for (int t = 0; t < kWT; ++t)
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             const float part = kAcc == 2 ? acc[0][e][t][j] + acc[kAcc - 1][e][t][j] : acc[0][e][t][j];
@@ -410,81 +471,67 @@ __device__ __forceinline__ void splitk_serial(const SplitKParams& p) {
       for (int a = 0; a < kAcc; ++a) zero(acc[a]);
       ++slice;
       slice_begin = next_begin;
-      next_begin = static_cast<int>((static_cast<long long>(chunks) * (slice + 1)) / kSlices);
+      next_begin = chunks * (slice + 1) / kSlices;  // chunks * kSlices stays far below 2^31
     }
   };
 
-  bool first = true;
+  int stage = 0;  // c % kStages
 #pragma unroll 1
-  for (int c0 = 0; c0 < chunks; c0 += kUnroll) {
-    uint4 wv[kUnroll][kExpTiles][2][2];
-    uint4 xv[kUnroll][kTokTiles][2];
+  for (int c = 0; c < chunks; ++c) {
+    asm volatile("cp.async.wait_group %0;\n" :: "n"(kStages - 2) : "memory");
+    __syncthreads();  // chunk c is in stage c % kStages for every thread; stage (c - 1) % kStages is free again
+    {
+      const int cn = c + kStages - 1;
+      if (cn < chunks) load(cn, stage == 0 ? kStages - 1 : stage - 1, true, true);
+      asm volatile("cp.async.commit_group;\n" ::: "memory");
+    }
+    advance_to(c);
+    const int set = kAcc == 1 ? 0 : ((c - slice_begin) % kBaseUnroll) % kAcc;
+    const uint32_t wbase = smem0 + stage * kStageBytes;
+    stage = stage == kStages - 1 ? 0 : stage + 1;
+    const uint32_t xbase = wbase + kRowsE * 128;
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (c0 + u) * 64 + 8 * q;
-      const bool in_range = c0 + u < chunks;
+    for (int v = 0; v < 2; ++v) {
+      uint4 wv[kWE][2], xv[kWT];
 #pragma unroll
-      for (int e = 0; e < kExpTiles; ++e)
+      for (int e = 0; e < kWE; ++e)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
+          wv[e][h] = detail::ld_shared_16B(wbase + detail::tile_offset(16 * (we * kWE + e) + g + 8 * h, q + 4 * v));
 #pragma unroll
-          for (int v = 0; v < 2; ++v)
-            wv[u][e][h][v] = detail::load_16B(wrow[e][h] + (c0 + u) * 64 + 32 * v,
-                                              in_range && k + 32 * v + 8 <= p.K);
-    }
-    if (first) {
-      asm volatile("griddepcontrol.wait;" ::: "memory");  // x may come from the previous kernel
-      first = false;
-    }
+      for (int t = 0; t < kWT; ++t)
+        xv[t] = detail::ld_shared_16B(xbase + detail::tile_offset(8 * (wt * kWT + t) + g, q + 4 * v));
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int k = (c0 + u) * 64 + 8 * q;
-      const bool in_range = c0 + u < chunks;
-#pragma unroll
-      for (int t = 0; t < kTokTiles; ++t)
-#pragma unroll
-        for (int v = 0; v < 2; ++v)
-          xv[u][t][v] = detail::load_16B_after_wait(xrow[t] + (c0 + u) * 64 + 32 * v,
-                                                    in_range && k + 32 * v + 8 <= p.K);
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int c = c0 + u;
-      if (c >= chunks) break;
-      advance_to(c);
-      const int set = kAcc == 1 ? 0 : ((c - slice_begin) % kBaseUnroll) % kAcc;
-#pragma unroll
-      for (int a = 0; a < kAcc; ++a) {  // a compile-time index, as above
+      for (int a = 0; a < kAcc; ++a) {  // a compile-time index (a run-time one would put acc in local memory)
         if (a != set) continue;
 #pragma unroll
-        for (int s = 0; s < 4; ++s) {
-          const int v = s >> 1, lo = 2 * (s & 1), hi = lo + 1;
+        for (int s2 = 0; s2 < 2; ++s2) {
+          const int lo = 2 * s2, hi = lo + 1;  // MMA step 2v + s2 uses words lo, hi of vector v
 #pragma unroll
-          for (int e = 0; e < kExpTiles; ++e)
+          for (int e = 0; e < kWE; ++e)
 #pragma unroll
-            for (int t = 0; t < kTokTiles; ++t)
+            for (int t = 0; t < kWT; ++t)
               cute::SM80_16x8x16_F32BF16BF16F32_TN::fma(
                   acc[a][e][t][0], acc[a][e][t][1], acc[a][e][t][2], acc[a][e][t][3],
-                  detail::word(wv[u][e][0][v], lo), detail::word(wv[u][e][1][v], lo),
-                  detail::word(wv[u][e][0][v], hi), detail::word(wv[u][e][1][v], hi),
-                  detail::word(xv[u][t][v], lo), detail::word(xv[u][t][v], hi),
+                  detail::word(wv[e][0], lo), detail::word(wv[e][1], lo),
+                  detail::word(wv[e][0], hi), detail::word(wv[e][1], hi),
+                  detail::word(xv[t], lo), detail::word(xv[t], hi),
                   acc[a][e][t][0], acc[a][e][t][1], acc[a][e][t][2], acc[a][e][t][3]);
         }
       }
     }
   }
-  if (first) asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
   advance_to(chunks);  // the last slice, and any empty ones after it
 
-  // Bias and store, as the split kernel's owner does (fragment layout of splitk_mainloop's out).
 #pragma unroll
-  for (int e = 0; e < kExpTiles; ++e)
+  for (int e = 0; e < kWE; ++e)
 #pragma unroll
-    for (int t = 0; t < kTokTiles; ++t)
+    for (int t = 0; t < kWT; ++t)
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int n = n0 + 16 * e + g + 8 * (j >> 1);
-        const int m = m0 + 8 * t + 2 * q + (j & 1);
+        const int n = n0 + 16 * (we * kWE + e) + g + 8 * (j >> 1);
+        const int m = m0 + 8 * (wt * kWT + t) + 2 * q + (j & 1);
         if (n < p.N && m < p.M) {
           float r = tot[e][t][j];
           if (p.bias != nullptr) r += __bfloat162float(p.bias[n]);
