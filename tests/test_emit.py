@@ -151,4 +151,6 @@ def test_split_kernel_orders():
     with pytest.raises(ValueError, match="serial kernel"):
         SplitKSpec("bf16", 4, 1, 8, 8, 1, 32, 1, 1, warps_e=4, stages=8)  # too much shared memory
     with pytest.raises(ValueError, match="serial kernel"):
+        SplitKSpec("bf16", 1, 1, 1, 1, 1, 32, 1, 1, warps_e=3, stages=3)  # 56 rows x 8 units over 96 threads
+    with pytest.raises(ValueError, match="serial kernel"):
         SplitKSpec("bf16", 4, 1, 1, 1, 2, 32, 2, 3)

@@ -52,9 +52,10 @@ class SplitKSpec:
                              f"1 or 2), got cluster {self.cluster}, order {self.order()}")
         if bool(self.order_slices) != bool(self.stages) or (self.stages and not (
                 self.stages >= 2 and self.warps_e >= 1 and self.warps * self.warps_e <= 32
-                and self.smem_bytes() <= MAX_SMEM)):
+                and self.smem_bytes() <= MAX_SMEM and sum(self.tile()) * 8 % (32 * self.warps * self.warps_e) == 0)):
             raise ValueError(f"a serial kernel names its order and has >= 2 stages, >= 1 expert warps, at most 32 "
-                             f"warps and {MAX_SMEM} bytes of shared memory; a split kernel none of these: {self}")
+                             f"warps, {MAX_SMEM} bytes of shared memory and a tile whose 16-byte units divide among "
+                             f"its threads; a split kernel none of these: {self}")
 
     def order(self) -> tuple[int, int, int]:
         """What fixes a row's bits besides K: (K slices, unroll, accumulator sets), with the unroll 1 when there is

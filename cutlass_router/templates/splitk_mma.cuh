@@ -387,20 +387,21 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
   // never stored), so its sources and destinations are set up once; a chunk adds 64 elements to the sources. The
   // loop runs one chunk per __syncthreads, so what it executes per chunk is what this kernel costs at small M.
   constexpr int kCopies = (kRowsE + kRowsT) * 8;              // 16-byte units per stage
-  constexpr int kPerThread = (kCopies + kThreads - 1) / kThreads;
+  // Every thread copies the same number of units: a thread with none would still write its zero fill somewhere.
+  static_assert(kCopies % kThreads == 0, "the tile's 16-byte units must divide among the threads");
+  constexpr int kPerThread = kCopies / kThreads;
   const __nv_bfloat16* src[kPerThread];
   uint32_t dst[kPerThread];
   int kend[kPerThread];  // the unit is loaded while 64 c + kend <= K (K's last units are zero-filled past it)
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) {
-    const int i = min(static_cast<int>(threadIdx.x) + j * kThreads, kCopies - 1);
+    const int i = min(static_cast<int>(threadIdx.x) + j * kThreads, kCopies - 1);  // never clamps (static_assert)
     const int r = i >> 3, u = i & 7;
     const bool is_w = r < kRowsE;
     src[j] = is_w ? p.w + static_cast<long long>(min(n0 + r, p.N - 1)) * p.ldw + 8 * u
                   : p.x + static_cast<long long>(min(m0 + r - kRowsE, p.M - 1)) * p.ldx + 8 * u;
     dst[j] = detail::tile_offset(r, u);
-    kend[j] = (kCopies % kThreads != 0 && static_cast<int>(threadIdx.x) + j * kThreads >= kCopies)
-                  ? 1 << 30 : 8 * u + 8;  // a thread with no unit here never loads
+    kend[j] = 8 * u + 8;
   }
   auto load = [&](int c, int st, bool w_part, bool x_part) {
 #pragma unroll
