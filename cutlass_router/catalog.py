@@ -47,10 +47,11 @@ _SPLITK = (
     (8, 4, 1, 1, 1),
 )
 
-# Tiled serial kernels (splitk_tiled) for the batch-invariant mode at prefill sizes: (expert warps, token warps,
-# exp_tiles, tok_tiles, stages), each in the invariant order (dispatch.INVARIANT_ORDER). Picked from 16 configurations
-# timed on an H200 (notes/invariant/tiles.py).
-_TILED = ((1, 2, 2, 2, 8), (2, 2, 2, 2, 3), (4, 2, 2, 4, 4))
+# Tiled serial kernels (splitk_tiled) for the batch-invariant mode above decode sizes: (expert warps, token warps,
+# exp_tiles, tok_tiles, stages, warp groups), each in the invariant order (dispatch.INVARIANT_ORDER). Picked from 23
+# configurations timed on an H200 (notes/invariant/tiles.py): more groups where few CTAs run (each walks fewer chunks),
+# larger tiles where the GPU is full (fewer re-reads of W and x).
+_TILED = ((1, 1, 2, 2, 3, 8), (1, 2, 2, 2, 3, 4), (1, 2, 2, 2, 3, 2), (2, 2, 2, 2, 3, 1), (4, 2, 2, 4, 4, 1))
 
 # (swap_ab, tile_m, tile_n, tile_k, kernel schedule, cluster_n): TMA + wgmma tiles for large M. Without swap the
 # GEMM's M is tokens; with swap it is experts. A cluster along N shares each x tile by TMA multicast.
@@ -88,8 +89,8 @@ def specs() -> list:
     out += select_specs()
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
-        out += [SplitKSpec(dt, wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=st)
-                for (we, wt, e, t, st) in _TILED]
+        out += [SplitKSpec(dt, wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=st, groups=gr)
+                for (we, wt, e, t, st, gr) in _TILED]
         out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
                 for (swap, tm, tn, tk, ks, cn) in _SM90]
     return out

@@ -82,8 +82,8 @@ def choose(N: int, K: int, M: int, out_dtype: str) -> str:
 # Batch-invariant mode: a ladder of kernels that all share one K reduction order (families/splitk_mma.py: order),
 # so each row gets the same bits at every M. The order is (32 K slices, unroll 1, one accumulator set) for every shape:
 # its split kernels come within 1.1x of the default at decode sizes on the three tuned shapes, and the tiled serial
-# kernels (splitk_tiled: no K split, tokens tiled, the same per-element sequence) take the prefill sizes, where a
-# split kernel's grid would grow with M x 32 K slices. Tuned per shape in tuned/<arch>.json "invariant"; untuned
+# kernels (splitk_tiled: no K split across CTAs, tokens tiled, the same per-element sequence) take the larger sizes,
+# where a split kernel's grid would grow with M x 32 K slices. Tuned per shape in tuned/<arch>.json "invariant"; untuned
 # shapes take these (the gpt-oss measurements, isolated replay, H200).
 INVARIANT_ORDER = (32, 1, 1)
 
@@ -93,15 +93,18 @@ def _irung(max_m: int, spec: SplitKSpec) -> Rung:
                                                           if k != "out_dtype"}).symbol)
 
 
-def _tiled(we: int, wt: int, e: int, t: int, stages: int) -> SplitKSpec:
-    return SplitKSpec("bf16", wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=stages)
+def _tiled(we: int, wt: int, e: int, t: int, stages: int, groups: int) -> SplitKSpec:
+    return SplitKSpec("bf16", wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=stages, groups=groups)
 
 
+_G8, _G4, _G2 = _tiled(1, 1, 2, 2, 3, 8), _tiled(1, 2, 2, 2, 3, 4), _tiled(1, 2, 2, 2, 3, 2)
 _INVARIANT_FEW = (_irung(90, SplitKSpec("bf16", 8, 4, 1, 1, 1)), _irung(724, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
-                  _irung(5792, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(1 << 62, _tiled(1, 2, 2, 2, 8)))
+                  _irung(1448, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(2896, _G8), _irung(5792, _G4),
+                  _irung(1 << 62, _G2))
 _INVARIANT_MANY = (_irung(32, SplitKSpec("bf16", 8, 4, 1, 1, 1)), _irung(181, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
-                   _irung(1150, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(5792, _tiled(2, 2, 2, 2, 3)),
-                   _irung(1 << 62, _tiled(4, 2, 2, 4, 4)))
+                   _irung(362, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(724, _G8), _irung(1448, _G4),
+                   _irung(2896, _G2), _irung(5792, _tiled(2, 2, 2, 2, 3, 1)),
+                   _irung(1 << 62, _tiled(4, 2, 2, 4, 4, 1)))
 
 
 @lru_cache(maxsize=None)

@@ -116,8 +116,10 @@ def test_batch_invariant_ladders_share_one_order_and_ship():
     assert set(dispatch.tuned_invariant_table()) == {(32, 2880), (128, 2880), (256, 7168)}
     for N, K in [(32, 2880), (128, 2880), (256, 7168), (60, 1000), (384, 7168)]:
         for dt in ("bf16", "f32"):
-            picked = {dispatch.choose_invariant(N, K, M, dt) for M in (1, 2, 5, 33, 91, 182, 725, 851, 1151, 2897,
-                                                                        5793, 8192, 65535 * 32)}
+            ends = [r.max_m for r in dispatch.invariant_ladder(N, K)[:-1]]
+            ms = [1, 8192, 65535 * 32, *ends, *(m + 1 for m in ends)]
+            picked = {dispatch.choose_invariant(N, K, M, dt) for M in ms}
+            assert len(picked) == len(ends) + 1
             orders = {splitk_mma.order(entry(s)) for s in picked}
             assert orders == {dispatch.INVARIANT_ORDER}, (N, K, dt, picked)
             assert all(entry(s).out_dtype == dt and s in reach for s in picked), picked
@@ -137,11 +139,21 @@ def test_split_kernel_orders():
     assert SplitKSpec("bf16", 4, 4, 2, 4, 2).order() == (16, 1, 1)   # one set: the unroll does not matter
     s = SplitKSpec("f32", 4, 1, 2, 2, 1, 32, 2, 2, warps_e=2, stages=3)
     assert s.order() == (32, 2, 2) and s.symbol == "crt_splitk_f32_tiled_we2_wt4_e2_t2_s3_o32x2x2"
-    assert "splitk_tiled<32, 2, 2, 2, 4, 2, 2, 3, float>(params)" in s.emit()
+    assert "splitk_tiled<32, 2, 2, 2, 4, 2, 2, 3, 1, float>(params)" in s.emit()
     assert "__launch_bounds__(256, 1)" in s.emit()
     assert s.launch() == {"block_threads": 256, "cluster": 1, "tile_tokens": 8 * 2 * 4, "tile_experts": 16 * 2 * 2,
                           "smem_bytes": 3 * (64 + 64) * 128}
     assert "warps_e" not in SplitKSpec("bf16", 8, 8, 1, 1, 1).config()  # split kernels' entries as before
+    g = SplitKSpec("bf16", 1, 1, 2, 2, 1, 32, 1, 1, warps_e=1, stages=3, groups=8)
+    assert g.symbol == "crt_splitk_bf16_tiled_we1_wt1_e2_t2_s3_g8_o32x1x1"
+    assert "splitk_tiled<32, 1, 1, 1, 1, 2, 2, 3, 8, __nv_bfloat16>(params)" in g.emit()
+    # 8 groups' stages of 32 + 16 rows, and the partials of 28 slices (groups 1..7) of the 32 x 16 tile
+    assert g.launch() == {"block_threads": 256, "cluster": 1, "tile_tokens": 16, "tile_experts": 32,
+                          "smem_bytes": 8 * 3 * 48 * 128 + 28 * 32 * 16 * 4}
+    assert SplitKSpec("bf16", 1, 1, 2, 2, 1, 32, 1, 1, warps_e=1, stages=3, groups=1) == \
+        SplitKSpec("bf16", 1, 1, 2, 2, 1, 32, 1, 1, warps_e=1, stages=3)  # one group is no groups
+    with pytest.raises(ValueError, match="serial kernel"):
+        SplitKSpec("bf16", 1, 1, 2, 2, 1, 32, 1, 1, warps_e=1, stages=3, groups=3)  # 3 does not divide 32 slices
     with pytest.raises(ValueError, match="serial kernel"):
         SplitKSpec("bf16", 4, 2, 1, 1, 2, 32, 2, 2, warps_e=1, stages=3)  # a serial kernel has no cluster
     with pytest.raises(ValueError, match="serial kernel"):

@@ -39,8 +39,11 @@ class SplitKSpec:
     order_acc: int = 0     # serial kernel: that kernel's accumulator sets (1 or 2)
     warps_e: int = 0       # serial kernel: warps along the experts (`warps` are then along the tokens)
     stages: int = 0        # serial kernel: shared-memory stages of one 64-wide K chunk each
+    groups: int = 0        # serial kernel: warp groups sharing the K slices (0 or 1: one group)
 
     def __post_init__(self):
+        if self.groups == 1:  # one group is no groups: one spelling, one symbol, one manifest entry
+            object.__setattr__(self, "groups", 0)
         if self.out_dtype not in _OUT_CTYPE:
             raise ValueError(f"out_dtype must be one of {sorted(_OUT_CTYPE)}, got {self.out_dtype!r}")
         if not 1 <= self.cluster <= 16:
@@ -51,11 +54,13 @@ class SplitKSpec:
             raise ValueError(f"a serial kernel has no cluster and names its order (slices, unroll, accumulator sets "
                              f"1 or 2), got cluster {self.cluster}, order {self.order()}")
         if bool(self.order_slices) != bool(self.stages) or (self.stages and not (
-                self.stages >= 2 and self.warps_e >= 1 and self.warps * self.warps_e <= 32
-                and self.smem_bytes() <= MAX_SMEM and sum(self.tile()) * 8 % (32 * self.warps * self.warps_e) == 0)):
+                self.stages >= 2 and self.warps_e >= 1 and self.warps * self.warps_e * self.n_groups <= 32
+                and self.smem_bytes() <= MAX_SMEM and sum(self.tile()) * 8 % (32 * self.warps * self.warps_e) == 0
+                and self.order_slices % self.n_groups == 0)) or (self.groups and not self.stages):
             raise ValueError(f"a serial kernel names its order and has >= 2 stages, >= 1 expert warps, at most 32 "
-                             f"warps, {MAX_SMEM} bytes of shared memory and a tile whose 16-byte units divide among "
-                             f"its threads; a split kernel none of these: {self}")
+                             f"warps, {MAX_SMEM} bytes of shared memory, a tile whose 16-byte units divide among "
+                             f"a group's threads and groups that divide the slices; a split kernel none of these: "
+                             f"{self}")
 
     def order(self) -> tuple[int, int, int]:
         """What fixes a row's bits besides K: (K slices, unroll, accumulator sets), with the unroll 1 when there is
@@ -73,9 +78,17 @@ class SplitKSpec:
             return 16 * self.exp_tiles * self.warps_e, 8 * self.tok_tiles * self.warps
         return 16 * self.exp_tiles, 8 * self.tok_tiles
 
+    @property
+    def n_groups(self) -> int:
+        return max(self.groups, 1)
+
     def smem_bytes(self) -> int:
-        """Dynamic shared memory: a serial kernel's stages of 64-wide K chunks (128 bytes per W or x row)."""
-        return self.stages * sum(self.tile()) * 128
+        """Dynamic shared memory of a serial kernel: each group's stages of 64-wide K chunks (128 bytes per W or x
+        row), and the fp32 partials of the slices of groups 1.. (group 0 adds them in order)."""
+        experts, tokens = self.tile()
+        later = self.order_slices - self.order_slices // self.n_groups  # slices of groups 1..
+        parts = later * experts * tokens * 4 if self.groups > 1 else 0
+        return self.n_groups * self.stages * (experts + tokens) * 128 + parts
 
     @property
     def family(self) -> str:
@@ -86,17 +99,17 @@ class SplitKSpec:
         if self.order_slices:
             s, u, a = self.order()
             return (f"crt_splitk_{self.out_dtype}_tiled_we{self.warps_e}_wt{self.warps}_e{self.exp_tiles}"
-                    f"_t{self.tok_tiles}_s{self.stages}_o{s}x{u}x{a}")
+                    f"_t{self.tok_tiles}_s{self.stages}{f'_g{self.groups}' if self.groups > 1 else ''}_o{s}x{u}x{a}")
         return (f"crt_splitk_{self.out_dtype}_w{self.warps}_c{self.cluster}"
                 f"_e{self.exp_tiles}_t{self.tok_tiles}_u{self.unroll}")
 
     def config(self) -> dict:
         # The serial kernels' fields only where set: the split kernels' manifest entries (and source hashes) stay.
-        return {k: v for k, v in asdict(self).items() if v or k not in ("warps_e", "stages")}
+        return {k: v for k, v in asdict(self).items() if v or k not in ("warps_e", "stages", "groups")}
 
     def launch(self) -> dict:
         experts, tokens = self.tile()
-        lc = {"block_threads": 32 * self.warps * max(self.warps_e, 1), "cluster": self.cluster,
+        lc = {"block_threads": 32 * self.warps * max(self.warps_e, 1) * self.n_groups, "cluster": self.cluster,
               "tile_tokens": tokens, "tile_experts": experts}
         if self.order_slices:
             lc["smem_bytes"] = self.smem_bytes()
@@ -107,8 +120,8 @@ class SplitKSpec:
         if self.order_slices:
             s, u, a = self.order()
             call = (f"splitk_tiled<{s}, {u}, {a}, {self.warps_e}, {self.warps}, {self.exp_tiles}, {self.tok_tiles}, "
-                    f"{self.stages}, {dtype}>")
-            bounds = f"{32 * self.warps * self.warps_e}, 1"
+                    f"{self.stages}, {self.n_groups}, {dtype}>")
+            bounds = f"{32 * self.warps * self.warps_e * self.n_groups}, 1"
         else:
             call = (f"splitk_mma<{self.warps}, {self.cluster}, {self.exp_tiles}, {self.tok_tiles}, {self.unroll}, "
                     f"{dtype}>")

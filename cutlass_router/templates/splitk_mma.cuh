@@ -360,32 +360,46 @@ __device__ __forceinline__ uint32_t tile_offset(int row, int unit) {
 // q's 16-byte units q and q + 4, words lo/hi per step), in the same order, into the same accumulator set.
 //   kSlices, kBaseUnroll, kAcc: the split kernel's W * C, U and accumulator sets (kAcc = 2 iff its E * T <= 2 and
 //                               U >= 2: splitk_mainloop)
-// It runs one chunk per __syncthreads: at small M (a few CTAs) its time is chunks x that loop's latency, which is why
-// the split kernels keep M up to about a thousand tokens.
+// kGroups: warp groups of kWarpsE x kWarpsT warps, each over the same tile and its own contiguous share of the slices
+// (its own stages and named barrier), so the chunks a CTA walks one after another are chunks / kGroups. Group 0 adds
+// its slices into the total as above; the others store each slice's partial in shared memory, which group 0 then adds
+// in slice order: the same sequence of fp32 operations. Without groups the loop (one chunk per barrier, ~290
+// instructions for 16 MMAs) costs ~450 ns a chunk, and a small grid's time is chunks x that.
 template <int kSlices, int kBaseUnroll, int kAcc, int kWarpsE, int kWarpsT, int kWE, int kWT, int kStages,
-          typename OutT>
+          int kGroups, typename OutT>
 __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
   static_assert(kAcc == 1 || kAcc == 2, "one or two accumulator sets");
   static_assert(kStages >= 2, "a pipeline needs two stages");
+  static_assert(kGroups >= 1 && kSlices % kGroups == 0 && kGroups <= 15, "groups share the slices evenly");
   constexpr int kRowsE = 16 * kWE * kWarpsE;  // experts of the CTA tile
   constexpr int kRowsT = 8 * kWT * kWarpsT;   // tokens of the CTA tile
-  constexpr int kThreads = 32 * kWarpsE * kWarpsT;
+  constexpr int kThreads = 32 * kWarpsE * kWarpsT;  // per group
   constexpr int kStageBytes = (kRowsE + kRowsT) * 128;
+  constexpr int kGroupSlices = kSlices / kGroups;
+  constexpr int kFrag = kWE * kWT * 4;        // fp32 values a thread holds per slice
   extern __shared__ __align__(128) char smem[];
 
   const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
+  const int group = static_cast<int>(threadIdx.x) / kThreads;
+  const int tid = static_cast<int>(threadIdx.x) % kThreads;  // thread within the group
+  const int warp = tid >> 5;
   const int g = lane >> 2, q = lane & 3;
   const int we = warp % kWarpsE, wt = warp / kWarpsE;
   const int n0 = blockIdx.x * kRowsE;
   const int m0 = blockIdx.y * kRowsT;
   const int chunks = (p.K + 63) >> 6;
-  const uint32_t smem0 = detail::smem_addr(smem);
+  const uint32_t smem0 = detail::smem_addr(smem) + group * kStages * kStageBytes;
+  // Partials of the slices of groups 1.., [slice - kGroupSlices][value][thread within group]: lanes adjacent.
+  float* const parts = reinterpret_cast<float*>(smem + kGroups * kStages * kStageBytes);
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
+  // This group's slices and chunks.
+  const int s_first = group * kGroupSlices, s_end = s_first + kGroupSlices;
+  const int c_first = chunks * s_first / kSlices, c_end = chunks * s_end / kSlices;
+  const int n_chunks = c_end - c_first;
+
   // Each thread copies the same rows and 16-byte units of every chunk (rows >= N or M clamp to the last one: read,
-  // never stored), so its sources and destinations are set up once; a chunk adds 64 elements to the sources. The
-  // loop runs one chunk per __syncthreads, so what it executes per chunk is what this kernel costs at small M.
+  // never stored), so its sources and destinations are set up once; a chunk adds 64 elements to the sources.
   constexpr int kCopies = (kRowsE + kRowsT) * 8;              // 16-byte units per stage
   // Every thread copies the same number of units: a thread with none would still write its zero fill somewhere.
   static_assert(kCopies % kThreads == 0, "the tile's 16-byte units must divide among the threads");
@@ -395,7 +409,7 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
   int kend[kPerThread];  // the unit is loaded while 64 c + kend <= K (K's last units are zero-filled past it)
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) {
-    const int i = min(static_cast<int>(threadIdx.x) + j * kThreads, kCopies - 1);  // never clamps (static_assert)
+    const int i = tid + j * kThreads;
     const int r = i >> 3, u = i & 7;
     const bool is_w = r < kRowsE;
     src[j] = is_w ? p.w + static_cast<long long>(min(n0 + r, p.N - 1)) * p.ldw + 8 * u
@@ -412,15 +426,20 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
       detail::cp_async_16B(smem0 + st * kStageBytes + dst[j], in ? src[j] + c * 64 : src[j], in);
     }
   };
+  // The group's own barrier (id 0 is __syncthreads).
+  auto group_sync = [&] {
+    if constexpr (kGroups == 1) __syncthreads();
+    else asm volatile("bar.sync %0, %1;\n" :: "r"(group + 1), "n"(kThreads) : "memory");
+  };
 
   // W does not depend on the previous kernel: the first stages' W before griddepcontrol.wait, x after it.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s)
-    if (s < chunks) load(s, s, true, false);
+    if (s < n_chunks) load(c_first + s, s, true, false);
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < chunks) load(s, s, false, true);
+    if (s < n_chunks) load(c_first + s, s, false, true);
     asm volatile("cp.async.commit_group;\n" ::: "memory");  // group s: stage s complete (group 0 also holds W 1..)
   }
 
@@ -437,10 +456,10 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) zero(acc[a]);
   zero(tot);
-  int slice = 0, slice_begin = 0, next_begin = chunks / kSlices;
+  int slice = s_first, slice_begin = c_first, next_begin = chunks * (s_first + 1) / kSlices;
   // Close slices until chunk c is inside the current one (slices without chunks close as +0).
   auto advance_to = [&](int c) {
-    while (slice < kSlices && next_begin <= c) {
+    while (slice < s_end && next_begin <= c) {
       // The split kernel's last batch of a slice runs kBaseUnroll chunks whatever is left: its MMAs past the slice
       // add products of zeros (+0), which turns a -0 accumulator into +0. The same, here.
       const int len = next_begin - slice_begin;
@@ -466,7 +485,10 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             const float part = kAcc == 2 ? acc[0][e][t][j] + acc[kAcc - 1][e][t][j] : acc[0][e][t][j];
-            tot[e][t][j] = slice == 0 ? part : tot[e][t][j] + part;
+            if (kGroups == 1 || group == 0)
+              tot[e][t][j] = slice == 0 ? part : tot[e][t][j] + part;
+            else
+              parts[((slice - kGroupSlices) * kFrag + (e * kWT + t) * 4 + j) * kThreads + tid] = part;
           }
 #pragma unroll
       for (int a = 0; a < kAcc; ++a) zero(acc[a]);
@@ -476,14 +498,14 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
     }
   };
 
-  int stage = 0;  // c % kStages
+  int stage = 0;  // (c - c_first) % kStages
 #pragma unroll 1
-  for (int c = 0; c < chunks; ++c) {
+  for (int c = c_first; c < c_end; ++c) {
     asm volatile("cp.async.wait_group %0;\n" :: "n"(kStages - 2) : "memory");
-    __syncthreads();  // chunk c is in stage c % kStages for every thread; stage (c - 1) % kStages is free again
+    group_sync();  // chunk c is in its stage for every thread of the group; the previous chunk's stage is free again
     {
       const int cn = c + kStages - 1;
-      if (cn < chunks) load(cn, stage == 0 ? kStages - 1 : stage - 1, true, true);
+      if (cn < c_end) load(cn, stage == 0 ? kStages - 1 : stage - 1, true, true);
       asm volatile("cp.async.commit_group;\n" ::: "memory");
     }
     advance_to(c);
@@ -523,7 +545,21 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
     }
   }
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-  advance_to(chunks);  // the last slice, and any empty ones after it
+  advance_to(c_end);  // the group's last slice, and any empty ones after it
+
+  if constexpr (kGroups > 1) {
+    __syncthreads();  // every group's partials are in shared memory
+    if (group != 0) return;
+#pragma unroll 1
+    for (int s = kGroupSlices; s < kSlices; ++s)
+#pragma unroll
+      for (int e = 0; e < kWE; ++e)
+#pragma unroll
+        for (int t = 0; t < kWT; ++t)
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+            tot[e][t][j] += parts[((s - kGroupSlices) * kFrag + (e * kWT + t) * 4 + j) * kThreads + tid];
+  }
 
 #pragma unroll
   for (int e = 0; e < kWE; ++e)

@@ -80,11 +80,11 @@ def main():
                 w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
                 b = torch.randn(N, device="cuda", dtype=torch.bfloat16, generator=g)
                 t = {"default": bench(lambda: cutlass_router.router_gemm(x, w, b, pdl=False), args.rep_ms)}
-                for s in split + (tiled if M >= 512 else []):
+                for s in split + (tiled if M >= 128 else []):
                     if splitk_mma.blocker(manifest.entry(s), M, N):
                         continue
                     t[s] = bench(lambda s=s: ops.run_kernel(s, x, w, b, torch.bfloat16, pdl=False), args.rep_ms)
-                bt = min((v, s) for s, v in t.items() if "tiled" in s) if M >= 512 else (float("inf"), "-")
+                bt = min((v, s) for s, v in t.items() if "tiled" in s) if M >= 128 else (float("inf"), "-")
                 bs = min((v, s) for s, v in t.items() if s in split)
                 best = min(bt[0], bs[0])
                 print(f"{name} {order} M={M}: default {t['default']:.2f} | split {bs[0]:.2f} {bs[1][16:]} | "
