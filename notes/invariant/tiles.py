@@ -42,6 +42,7 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--rep-ms", type=int, default=10)
     ap.add_argument("--models", nargs="*", default=list(SHAPES))
+    ap.add_argument("--min-m", type=int, default=1)
     args = ap.parse_args()
     g = torch.Generator(device="cuda").manual_seed(0)
     records, bad = [], 0
@@ -54,7 +55,7 @@ def main():
                 continue
             # Bits: every tiled kernel against the first split kernel of its order, odd shapes included.
             for (n, k) in ((N, K), (60, 1000)):
-                for M in (1, 13, 300, 1000):
+                for M in (1, 13, 300, 1000, 3000):
                     x = torch.randn(M, k, device="cuda", dtype=torch.bfloat16, generator=g)
                     x[min(5, M - 1)] = -0.0
                     w = (torch.randn(n, k, device="cuda", generator=g) * k ** -0.5).to(torch.bfloat16)
@@ -75,7 +76,7 @@ def main():
                                   f"nan {int(out.isnan().sum())}, max {float(d.nan_to_num(1e9).max()):.3g}", flush=True)
                             bad += 1
             torch.cuda.synchronize()
-            for M in MS:
+            for M in (m for m in MS if m >= args.min_m):
                 x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16, generator=g)
                 w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
                 b = torch.randn(N, device="cuda", dtype=torch.bfloat16, generator=g)
