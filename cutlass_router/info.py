@@ -57,6 +57,12 @@ def report() -> str:
             lines.append(f"  M {span}: {r.bf16} (fp32 out: {r.f32}) - {_say(where)}")
             low = r.max_m
         low = 0
+        for r in dispatch.invariant_ladder(N, K):  # every rung of one order: the same bits at every M
+            span = f"> {low}" if r.max_m >= 1 << 62 else f"{low + 1}..{r.max_m}"
+            lines.append(f"  batch_invariant, M {span}: {r.bf16} (fp32 out: {r.f32}) - "
+                         f"{_say({origins[r.bf16], origins[r.f32]})}")
+            low = r.max_m
+        low = 0
         for r in dispatch.route_ladder(N, K):
             span = f"> {low}" if r.max_m >= 1 << 62 else f"{low + 1}..{r.max_m}"
             if r.kernel == dispatch.GEMM_THEN_SELECT:

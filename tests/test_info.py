@@ -19,6 +19,9 @@ def test_info_command_names_every_model_rung_and_its_source():
         for r in dispatch.ladder(N, K):
             line = next(ln for ln in out.splitlines() if f": {r.bf16} (fp32 out: {r.f32})" in ln)
             assert line.endswith("- shipped")
+        for r in dispatch.invariant_ladder(N, K):
+            assert any(ln.startswith("  batch_invariant, M ") and f": {r.bf16} (fp32 out: {r.f32}) - shipped" in ln
+                       for ln in out.splitlines()), r
         assert sum(ln.startswith("  route, M ") for ln in out.splitlines()) >= len(models.MODELS)
 
 
