@@ -167,7 +167,7 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     pdl=True launches with programmatic dependent launch: W and the bias are read before the previous kernel ends
     (default: off, or $CUTLASS_ROUTER_PDL; it pays only after a producer that triggers its dependents early).
     batch_invariant=True makes row i's bits independent of M and of the other rows (default: off, or
-    $CUTLASS_ROUTER_BATCH_INVARIANT): one kernel serves every M, slower at large M.
+    $CUTLASS_ROUTER_BATCH_INVARIANT): kernels of one summation order serve every M, slower above decode sizes.
     In eager mode on plain tensors the op's body is called directly: the dispatcher's Python round trip costs
     more than the kernel. Under torch.compile, autograd or tensor subclasses it goes through torch.ops.
     """
