@@ -391,6 +391,9 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
   const uint32_t smem0 = detail::smem_addr(smem) + group * kStages * kStageBytes;
   // Partials of the slices of groups 1.., [slice - kGroupSlices][value][thread within group]: lanes adjacent.
   float* const parts = reinterpret_cast<float*>(smem + kGroups * kStages * kStageBytes);
+  auto part = [&](int s, int e, int t, int j) -> float& {  // slice s's value (e, t, j) of this thread
+    return parts[((s - kGroupSlices) * kFrag + (e * kWT + t) * 4 + j) * kThreads + tid];
+  };
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
   // This group's slices and chunks.
@@ -484,11 +487,11 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
         for (int t = 0; t < kWT; ++t)
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            const float part = kAcc == 2 ? acc[0][e][t][j] + acc[kAcc - 1][e][t][j] : acc[0][e][t][j];
+            const float sum = kAcc == 2 ? acc[0][e][t][j] + acc[kAcc - 1][e][t][j] : acc[0][e][t][j];
             if (kGroups == 1 || group == 0)
-              tot[e][t][j] = slice == 0 ? part : tot[e][t][j] + part;
+              tot[e][t][j] = slice == 0 ? sum : tot[e][t][j] + sum;
             else
-              parts[((slice - kGroupSlices) * kFrag + (e * kWT + t) * 4 + j) * kThreads + tid] = part;
+              part(slice, e, t, j) = sum;
           }
 #pragma unroll
       for (int a = 0; a < kAcc; ++a) zero(acc[a]);
@@ -558,7 +561,7 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
         for (int t = 0; t < kWT; ++t)
 #pragma unroll
           for (int j = 0; j < 4; ++j)
-            tot[e][t][j] += parts[((s - kGroupSlices) * kFrag + (e * kWT + t) * 4 + j) * kThreads + tid];
+            tot[e][t][j] += part(s, e, t, j);
   }
 
 #pragma unroll
