@@ -5,7 +5,7 @@ Adding a kernel means adding its spec here, running `python -m cutlass_router em
 """
 from __future__ import annotations
 
-from .dispatch import INVARIANT_ORDER
+from .dispatch import invariant_tiled
 from .families.cutlass_sm90 import Sm90GemmSpec
 from .families.route import RouteSpec, select_specs
 from .families.splitk_mma import SplitKSpec
@@ -48,7 +48,7 @@ _SPLITK = (
 )
 
 # Tiled serial kernels (splitk_tiled) for the batch-invariant mode above decode sizes: (expert warps, token warps,
-# exp_tiles, tok_tiles, stages, warp groups), each in the invariant order (dispatch.INVARIANT_ORDER). Picked from 23
+# exp_tiles, tok_tiles, stages, warp groups), each in the invariant order (dispatch.invariant_tiled). Picked from 23
 # configurations timed on an H200 (notes/invariant/tiles.py): more groups where few CTAs run (each walks fewer chunks),
 # larger tiles where the GPU is full (fewer re-reads of W and x).
 _TILED = ((1, 1, 2, 2, 3, 8), (1, 2, 2, 2, 3, 4), (1, 2, 2, 2, 3, 2), (2, 2, 2, 2, 3, 1), (4, 2, 2, 4, 4, 1))
@@ -89,8 +89,7 @@ def specs() -> list:
     out += select_specs()
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
-        out += [SplitKSpec(dt, wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=st, groups=gr)
-                for (we, wt, e, t, st, gr) in _TILED]
+        out += [invariant_tiled(*cfg, out_dtype=dt) for cfg in _TILED]
         out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
                 for (swap, tm, tn, tk, ks, cn) in _SM90]
     return out

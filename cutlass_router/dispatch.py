@@ -6,7 +6,7 @@ captured CUDA graph keeps the right kernel for each M.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
@@ -89,22 +89,22 @@ INVARIANT_ORDER = (32, 1, 1)
 
 
 def _irung(max_m: int, spec: SplitKSpec) -> Rung:
-    return Rung(max_m, spec.symbol, SplitKSpec("f32", **{k: v for k, v in spec.config().items()
-                                                          if k != "out_dtype"}).symbol)
+    return Rung(max_m, spec.symbol, replace(spec, out_dtype="f32").symbol)
 
 
-def _tiled(we: int, wt: int, e: int, t: int, stages: int, groups: int) -> SplitKSpec:
-    return SplitKSpec("bf16", wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=stages, groups=groups)
+def invariant_tiled(we: int, wt: int, e: int, t: int, stages: int, groups: int, out_dtype: str = "bf16") -> SplitKSpec:
+    """A tiled serial kernel of the invariant order: we x wt warps of e x t MMA tiles, stages, warp groups."""
+    return SplitKSpec(out_dtype, wt, 1, e, t, 1, *INVARIANT_ORDER, warps_e=we, stages=stages, groups=groups)
 
 
-_G8, _G4, _G2 = _tiled(1, 1, 2, 2, 3, 8), _tiled(1, 2, 2, 2, 3, 4), _tiled(1, 2, 2, 2, 3, 2)
+_G8, _G4, _G2 = invariant_tiled(1, 1, 2, 2, 3, 8), invariant_tiled(1, 2, 2, 2, 3, 4), invariant_tiled(1, 2, 2, 2, 3, 2)
 _INVARIANT_FEW = (_irung(90, SplitKSpec("bf16", 8, 4, 1, 1, 1)), _irung(724, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
                   _irung(1448, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(2896, _G8), _irung(5792, _G4),
                   _irung(1 << 62, _G2))
 _INVARIANT_MANY = (_irung(32, SplitKSpec("bf16", 8, 4, 1, 1, 1)), _irung(181, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
                    _irung(362, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(724, _G8), _irung(1448, _G4),
-                   _irung(2896, _G2), _irung(5792, _tiled(2, 2, 2, 2, 3, 1)),
-                   _irung(1 << 62, _tiled(4, 2, 2, 4, 4, 1)))
+                   _irung(2896, _G2), _irung(5792, invariant_tiled(2, 2, 2, 2, 3, 1)),
+                   _irung(1 << 62, invariant_tiled(4, 2, 2, 4, 4, 1)))
 
 
 @lru_cache(maxsize=None)
