@@ -49,9 +49,11 @@ _SPLITK = (
 
 # Tiled serial kernels (splitk_tiled) for the batch-invariant mode above decode sizes: (expert warps, token warps,
 # exp_tiles, tok_tiles, stages, warp groups), each in the invariant order (dispatch.invariant_tiled). Picked from 23
-# configurations timed on an H200 (notes/invariant/tiles.py): more groups where few CTAs run (each walks fewer chunks),
-# larger tiles where the GPU is full (fewer re-reads of W and x).
-_TILED = ((1, 1, 2, 2, 3, 8), (1, 2, 2, 2, 3, 4), (1, 2, 2, 2, 3, 2), (2, 2, 2, 2, 3, 1), (4, 2, 2, 4, 4, 1))
+# configurations timed on an H200 (notes/invariant/tiles.py), and 6 more once the stages came by TMA: more groups where
+# few CTAs run (each walks fewer chunks), larger tiles where the GPU is full (fewer re-reads of W and x); 64 x 32 warp
+# tiles for DeepSeek-V3's N = 256 at M = 8192.
+_TILED = ((1, 1, 2, 2, 3, 8), (1, 2, 2, 2, 3, 4), (1, 2, 2, 2, 3, 2), (2, 2, 2, 2, 3, 1), (4, 2, 2, 4, 4, 1),
+          (2, 2, 4, 4, 3, 1))
 
 # (swap_ab, tile_m, tile_n, tile_k, kernel schedule, cluster_n): TMA + wgmma tiles for large M. Without swap the
 # GEMM's M is tokens; with swap it is experts. A cluster along N shares each x tile by TMA multicast.

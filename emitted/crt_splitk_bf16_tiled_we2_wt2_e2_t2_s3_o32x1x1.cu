@@ -3,6 +3,6 @@
 #include "splitk_mma.cuh"
 
 extern "C" __global__ void __launch_bounds__(128, 1)
-crt_splitk_bf16_tiled_we2_wt2_e2_t2_s3_o32x1x1(const __grid_constant__ cutlass_router::SplitKParams params) {
+crt_splitk_bf16_tiled_we2_wt2_e2_t2_s3_o32x1x1(const __grid_constant__ cutlass_router::SplitKTiledParams params) {
   cutlass_router::splitk_tiled<32, 1, 1, 2, 2, 2, 2, 3, 1, __nv_bfloat16>(params);
 }

@@ -3,6 +3,6 @@
 #include "splitk_mma.cuh"
 
 extern "C" __global__ void __launch_bounds__(256, 1)
-crt_splitk_f32_tiled_we1_wt1_e2_t2_s3_g8_o32x1x1(const __grid_constant__ cutlass_router::SplitKParams params) {
+crt_splitk_f32_tiled_we1_wt1_e2_t2_s3_g8_o32x1x1(const __grid_constant__ cutlass_router::SplitKTiledParams params) {
   cutlass_router::splitk_tiled<32, 1, 1, 1, 1, 2, 2, 3, 8, float>(params);
 }

@@ -3,6 +3,6 @@
 #include "splitk_mma.cuh"
 
 extern "C" __global__ void __launch_bounds__(256, 1)
-crt_splitk_f32_tiled_we4_wt2_e2_t4_s4_o32x1x1(const __grid_constant__ cutlass_router::SplitKParams params) {
+crt_splitk_f32_tiled_we4_wt2_e2_t4_s4_o32x1x1(const __grid_constant__ cutlass_router::SplitKTiledParams params) {
   cutlass_router::splitk_tiled<32, 1, 1, 4, 2, 2, 4, 4, 1, float>(params);
 }

@@ -107,7 +107,7 @@ def test_concurrent_builds_leave_one_good_cubin(fresh_cache, tmp_path):
 
 
 def test_splitk_params_layout_matches_the_struct(tmp_path):
-    """The Python packer and the C++ SplitKParams agree on size and offsets."""
+    """The Python packer and the C++ SplitKParams (and the tiled kernels' SplitKTiledParams) agree on size and offsets."""
     from cutlass_router.families import splitk_mma
 
     src = tmp_path / "layout.cu"
@@ -116,9 +116,11 @@ def test_splitk_params_layout_matches_the_struct(tmp_path):
         #include <cstddef>
         #include "splitk_mma.cuh"
         using P = cutlass_router::SplitKParams;
+        using T = cutlass_router::SplitKTiledParams;
         int main() {
-          printf("%zu %zu %zu %zu %zu %zu %zu\\n", sizeof(P), offsetof(P, bias), offsetof(P, out), offsetof(P, ldx),
-                 offsetof(P, ldo), offsetof(P, M), offsetof(P, K));
+          printf("%zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\\n", sizeof(P), offsetof(P, bias), offsetof(P, out),
+                 offsetof(P, ldx), offsetof(P, ldo), offsetof(P, M), offsetof(P, K), offsetof(T, w_map),
+                 offsetof(T, x_map), sizeof(T));
         }
     """))
     tc = build.find_toolchain()
@@ -127,7 +129,7 @@ def test_splitk_params_layout_matches_the_struct(tmp_path):
     subprocess.run([tc.nvcc, "-std=c++17", *tc.includes(), "-I", templates, "-o", str(exe), str(src)], check=True,
                    cwd=tmp_path)
     got = list(map(int, subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()))
-    assert got == [splitk_mma.PARAMS.size, 16, 24, 32, 48, 56, 64]
+    assert got == [splitk_mma.PARAMS.size, 16, 24, 32, 48, 56, 64, *splitk_mma.TILED_MAPS, splitk_mma.TILED_PARAMS_SIZE]
 
 
 def test_unwritable_cache_falls_back_with_a_warning(monkeypatch, tmp_path, caplog):

@@ -142,14 +142,14 @@ def test_split_kernel_orders():
     assert "splitk_tiled<32, 2, 2, 2, 4, 2, 2, 3, 1, float>(params)" in s.emit()
     assert "__launch_bounds__(256, 1)" in s.emit()
     assert s.launch() == {"block_threads": 256, "cluster": 1, "tile_tokens": 8 * 2 * 4, "tile_experts": 16 * 2 * 2,
-                          "smem_bytes": 3 * (64 + 64) * 128}
+                          "smem_bytes": 3 * ((64 + 64) * 128 + 8)}  # stages of 128 + 128 rows and their mbarriers
     assert "warps_e" not in SplitKSpec("bf16", 8, 8, 1, 1, 1).config()  # split kernels' entries as before
     g = SplitKSpec("bf16", 1, 1, 2, 2, 1, 32, 1, 1, warps_e=1, stages=3, groups=8)
     assert g.symbol == "crt_splitk_bf16_tiled_we1_wt1_e2_t2_s3_g8_o32x1x1"
     assert "splitk_tiled<32, 1, 1, 1, 1, 2, 2, 3, 8, __nv_bfloat16>(params)" in g.emit()
-    # 8 groups' stages of 32 + 16 rows, and the partials of 28 slices (groups 1..7) of the 32 x 16 tile
+    # 8 groups' stages of 32 + 16 rows (and mbarriers), and the partials of 28 slices (groups 1..7) of the 32 x 16 tile
     assert g.launch() == {"block_threads": 256, "cluster": 1, "tile_tokens": 16, "tile_experts": 32,
-                          "smem_bytes": 8 * 3 * 48 * 128 + 28 * 32 * 16 * 4}
+                          "smem_bytes": 8 * 3 * (48 * 128 + 8) + 28 * 32 * 16 * 4}
     assert SplitKSpec("bf16", 1, 1, 2, 2, 1, 32, 1, 1, warps_e=1, stages=3, groups=1) == \
         SplitKSpec("bf16", 1, 1, 2, 2, 1, 32, 1, 1, warps_e=1, stages=3)  # one group is no groups
     with pytest.raises(ValueError, match="serial kernel"):
@@ -163,6 +163,6 @@ def test_split_kernel_orders():
     with pytest.raises(ValueError, match="serial kernel"):
         SplitKSpec("bf16", 4, 1, 8, 8, 1, 32, 1, 1, warps_e=4, stages=8)  # too much shared memory
     with pytest.raises(ValueError, match="serial kernel"):
-        SplitKSpec("bf16", 1, 1, 1, 1, 1, 32, 1, 1, warps_e=3, stages=3)  # 56 rows x 8 units over 96 threads
+        SplitKSpec("bf16", 1, 1, 1, 40, 1, 32, 1, 1, warps_e=1, stages=3)  # 320 tokens: more than a TMA box
     with pytest.raises(ValueError, match="serial kernel"):
         SplitKSpec("bf16", 4, 1, 1, 1, 2, 32, 2, 3)

@@ -323,10 +323,34 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
 
 namespace detail {
 
-// cp.async of 16 bytes into shared memory, zero-filled when !pred (src is then not read; it must still be a valid
-// address). .cg: through L2 only, x and W are streamed once per CTA.
-__device__ __forceinline__ void cp_async_16B(uint32_t dst, const void* src, bool pred) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(pred ? 16 : 0) : "memory");
+// A TMA tensor map (CUtensorMap: 128 opaque bytes, 64-byte aligned), encoded on the host per launch.
+struct alignas(64) TmaMap {
+  uint64_t opaque[16];
+};
+
+// One box of a 2-D tensor map (coordinates innermost first: K, then rows) into this CTA's shared memory, counted on
+// the mbarrier at `bar`. Elements past the tensor's edges (K's tail, rows past N or M) arrive as zeros.
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const TmaMap* map, int k, int row, uint32_t bar) {
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], "
+               "[%4];\n" :: "r"(dst), "l"(reinterpret_cast<uint64_t>(map)), "r"(k), "r"(row), "r"(bar) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" :: "r"(bar), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(bar), "r"(bytes) : "memory");
+}
+
+__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile("{\n .reg .pred p;\n"
+                 " mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 " selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+  }
 }
 
 __device__ __forceinline__ uint4 ld_shared_16B(uint32_t addr) {
@@ -336,11 +360,18 @@ __device__ __forceinline__ uint4 ld_shared_16B(uint32_t addr) {
   return v;
 }
 
-// A 64-wide K chunk of one row in shared memory: 8 units of 16 bytes, unit u at (u ^ 4 (row & 1)). A warp's 16-byte
-// fragment loads touch rows g and units q + 4v (lane 4g + q); the 8 lanes of each quarter-warp phase cover rows 2p and
-// 2p + 1, which this swizzle puts in opposite halves of the 32 banks.
-__device__ __forceinline__ uint32_t tile_offset(int row, int unit) {
-  return static_cast<uint32_t>(row * 128 + ((unit ^ ((row & 1) << 2)) << 4));
+// A 64-wide K chunk of one row in shared memory, as TMA's 128-byte swizzle writes it (regions 1024-byte aligned): 16-byte
+// unit u of row r at r * 128 + 16 (u ^ (r & 7)).
+__device__ __forceinline__ uint32_t swizzled(int row, int unit) {
+  return static_cast<uint32_t>(row * 128 + ((unit ^ (row & 7)) << 4));
+}
+
+// The row of an 8-row group of the staged tile that MMA row (or column) g takes: rows 0 4 1 5 2 6 3 7. A warp's 16-byte
+// fragment loads read rows g, units q + 4v (lane 4g + q); a quarter-warp phase covers g = 2p, 2p + 1, which this puts on
+// rows p and p + 4, whose swizzles differ in bit 2: opposite halves of the 32 banks, no conflicts. Which expert (token)
+// sits in which MMA row (column) does not change its sum: each output element is its own dot product.
+__device__ __forceinline__ int mma_row(int g) {
+  return ((g & 1) << 2) | (g >> 1);
 }
 
 }  // namespace detail
@@ -355,7 +386,7 @@ __device__ __forceinline__ uint32_t tile_offset(int row, int unit) {
 // kernel's for every M, while the grid grows with M, not with the slices: the split kernels serve the batch-invariant
 // mode at decode sizes, this one at prefill sizes (dispatch.choose_invariant).
 // The CTA is kWarpsE x kWarpsT warps over a 16 kWE kWarpsE experts x 8 kWT kWarpsT tokens tile whose W and x chunks
-// are staged through shared memory (cp.async, kStages - 1 chunks in flight), so x is read once per expert tile. Each
+// are staged through shared memory (TMA boxes, kStages - 1 chunks in flight), so x is read once per expert tile. Each
 // warp owns kWE x kWT MMA tiles; every chunk's MMAs take the same 16 K values per step as the split kernel's (thread
 // q's 16-byte units q and q + 4, words lo/hi per step), in the same order, into the same accumulator set.
 //   kSlices, kBaseUnroll, kAcc: the split kernel's W * C, U and accumulator sets (kAcc = 2 iff its E * T <= 2 and
@@ -363,21 +394,33 @@ __device__ __forceinline__ uint32_t tile_offset(int row, int unit) {
 // kGroups: warp groups of kWarpsE x kWarpsT warps, each over the same tile and its own contiguous share of the slices
 // (its own stages and named barrier), so the chunks a CTA walks one after another are chunks / kGroups. Group 0 adds
 // its slices into the total as above; the others store each slice's partial in shared memory, which group 0 then adds
-// in slice order: the same sequence of fp32 operations. Without groups the loop (one chunk per barrier, ~290
-// instructions for 16 MMAs) costs ~450 ns a chunk, and a small grid's time is chunks x that.
+// in slice order: the same sequence of fp32 operations. Without groups the loop (one chunk per barrier) costs ~400 ns a
+// chunk, and a small grid's time is chunks x that.
+// Staging by TMA (one box of W and one of x per chunk, issued by one thread) instead of 16-byte cp.async per thread cut
+// 5-50% at prefill sizes on an H200 (notes/PERF.md, seventh session); MMA rows take the staged rows in the order
+// detail::mma_row gives, so that the 128-byte swizzle TMA writes leaves the fragment loads free of bank conflicts.
+// Parameters of the tiled kernels: SplitKParams, then tensor maps of W (box 64 x kRowsE) and x (box 64 x kRowsT), bf16,
+// 128-byte swizzle (launch.py packs this layout: splitk_mma.TILED_MAPS).
+struct SplitKTiledParams {
+  SplitKParams p;
+  detail::TmaMap w_map;  // at byte 128
+  detail::TmaMap x_map;  // at byte 256
+};
+
 template <int kSlices, int kBaseUnroll, int kAcc, int kWarpsE, int kWarpsT, int kWE, int kWT, int kStages,
           int kGroups, typename OutT>
-__device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
+__device__ __forceinline__ void splitk_tiled(const SplitKTiledParams& tp) {
+  const SplitKParams& p = tp.p;
   static_assert(kAcc == 1 || kAcc == 2, "one or two accumulator sets");
   static_assert(kStages >= 2, "a pipeline needs two stages");
   static_assert(kGroups >= 1 && kSlices % kGroups == 0 && kGroups <= 15, "groups share the slices evenly");
   constexpr int kRowsE = 16 * kWE * kWarpsE;  // experts of the CTA tile
   constexpr int kRowsT = 8 * kWT * kWarpsT;   // tokens of the CTA tile
   constexpr int kThreads = 32 * kWarpsE * kWarpsT;  // per group
-  constexpr int kStageBytes = (kRowsE + kRowsT) * 128;
+  constexpr int kStageBytes = (kRowsE + kRowsT) * 128;  // W's rows, then x's: both regions 1024-byte aligned
   constexpr int kGroupSlices = kSlices / kGroups;
   constexpr int kFrag = kWE * kWT * 4;        // fp32 values a thread holds per slice
-  extern __shared__ __align__(128) char smem[];
+  extern __shared__ __align__(1024) char smem_raw[];
 
   const int lane = threadIdx.x & 31;
   const int group = static_cast<int>(threadIdx.x) / kThreads;
@@ -388,9 +431,17 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
   const int n0 = blockIdx.x * kRowsE;
   const int m0 = blockIdx.y * kRowsT;
   const int chunks = (p.K + 63) >> 6;
+  // TMA's swizzle is a function of the address bits: the stages must start at a 1024-byte boundary. A kernel without
+  // static shared memory gets its dynamic shared memory there (CUTLASS's swizzled TMA kernels rely on the same); a base
+  // anywhere else would permute the fragments silently, so it stops the kernel instead.
+  char* const smem = smem_raw;
+  if (detail::smem_addr(smem) & 1023) __trap();
   const uint32_t smem0 = detail::smem_addr(smem) + group * kStages * kStageBytes;
   // Partials of the slices of groups 1.., [slice - kGroupSlices][value][thread within group]: lanes adjacent.
   float* const parts = reinterpret_cast<float*>(smem + kGroups * kStages * kStageBytes);
+  constexpr int kPartFloats = kGroups > 1 ? (kSlices - kGroupSlices) * kFrag * kThreads : 0;
+  // One mbarrier per group and stage, after the partials.
+  const uint32_t bars = detail::smem_addr(smem) + kGroups * kStages * kStageBytes + kPartFloats * 4 + group * kStages * 8;
   auto part = [&](int s, int e, int t, int j) -> float& {  // slice s's value (e, t, j) of this thread
     return parts[((s - kGroupSlices) * kFrag + (e * kWT + t) * 4 + j) * kThreads + tid];
   };
@@ -401,33 +452,17 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
   const int c_first = chunks * s_first / kSlices, c_end = chunks * s_end / kSlices;
   const int n_chunks = c_end - c_first;
 
-  // Each thread copies the same rows and 16-byte units of every chunk (rows >= N or M clamp to the last one: read,
-  // never stored), so its sources and destinations are set up once; a chunk adds 64 elements to the sources.
-  constexpr int kCopies = (kRowsE + kRowsT) * 8;              // 16-byte units per stage
-  // Every thread copies the same number of units: a thread with none would still write its zero fill somewhere.
-  static_assert(kCopies % kThreads == 0, "the tile's 16-byte units must divide among the threads");
-  constexpr int kPerThread = kCopies / kThreads;
-  const __nv_bfloat16* src[kPerThread];
-  uint32_t dst[kPerThread];
-  int kend[kPerThread];  // the unit is loaded while 64 c + kend <= K (K's last units are zero-filled past it)
-#pragma unroll
-  for (int j = 0; j < kPerThread; ++j) {
-    const int i = tid + j * kThreads;
-    const int r = i >> 3, u = i & 7;
-    const bool is_w = r < kRowsE;
-    src[j] = is_w ? p.w + static_cast<long long>(min(n0 + r, p.N - 1)) * p.ldw + 8 * u
-                  : p.x + static_cast<long long>(min(m0 + r - kRowsE, p.M - 1)) * p.ldx + 8 * u;
-    dst[j] = detail::tile_offset(r, u);
-    kend[j] = 8 * u + 8;
-  }
+  // Chunk c into stage st: thread 0 of the group expects the stage's bytes on its mbarrier and loads W's box (w_part)
+  // and x's (x_part). Rows past N or M and K's tail arrive as zeros: the MMAs past K add products of zeros, as the split
+  // kernel's zero-filled loads do, and rows past N or M are never stored.
   auto load = [&](int c, int st, bool w_part, bool x_part) {
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j) {
-      const bool is_w = dst[j] < kRowsE * 128u;
-      if (is_w ? !w_part : !x_part) continue;
-      const bool in = c * 64 + kend[j] <= p.K;
-      detail::cp_async_16B(smem0 + st * kStageBytes + dst[j], in ? src[j] + c * 64 : src[j], in);
+    if (tid != 0) return;
+    const uint32_t bar = bars + st * 8, to = smem0 + st * kStageBytes;
+    if (w_part) {
+      detail::mbarrier_expect_tx(bar, kStageBytes);
+      detail::tma_load_2d(to, &tp.w_map, 64 * c, n0, bar);
     }
+    if (x_part) detail::tma_load_2d(to + kRowsE * 128, &tp.x_map, 64 * c, m0, bar);
   };
   // The group's own barrier (id 0 is __syncthreads).
   auto group_sync = [&] {
@@ -435,16 +470,20 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
     else asm volatile("bar.sync %0, %1;\n" :: "r"(group + 1), "n"(kThreads) : "memory");
   };
 
+  if (tid == 0) {
+#pragma unroll
+    for (int s = 0; s < kStages; ++s) detail::mbarrier_init(bars + s * 8, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
+  }
+  group_sync();
   // W does not depend on the previous kernel: the first stages' W before griddepcontrol.wait, x after it.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s)
     if (s < n_chunks) load(c_first + s, s, true, false);
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = 0; s < kStages - 1; ++s)
     if (s < n_chunks) load(c_first + s, s, false, true);
-    asm volatile("cp.async.commit_group;\n" ::: "memory");  // group s: stage s complete (group 0 also holds W 1..)
-  }
 
   float acc[kAcc][kWE][kWT][4];
   float tot[kWE][kWT][4];
@@ -458,63 +497,27 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
   };
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) zero(acc[a]);
-  zero(tot);
-  int slice = s_first, slice_begin = c_first, next_begin = chunks * (s_first + 1) / kSlices;
-  // Close slices until chunk c is inside the current one (slices without chunks close as +0).
-  auto advance_to = [&](int c) {
-    while (slice < s_end && next_begin <= c) {
-      // The split kernel's last batch of a slice runs kBaseUnroll chunks whatever is left: its MMAs past the slice
-      // add products of zeros (+0), which turns a -0 accumulator into +0. The same, here.
-      const int len = next_begin - slice_begin;
-      if (kBaseUnroll > 1 && len % kBaseUnroll != 0) {
-#pragma unroll 1
-        for (int j = len; j % kBaseUnroll != 0; ++j) {
-          const int set = (j % kBaseUnroll) % kAcc;
-#pragma unroll
-          for (int a = 0; a < kAcc; ++a)  // a compile-time index (a run-time one would put acc in local memory)
-            if (a == set)
-#pragma unroll
-              for (int e = 0; e < kWE; ++e)
-#pragma unroll
-                for (int t = 0; t < kWT; ++t)
-#pragma unroll
-                  for (int k = 0; k < 4; ++k) acc[a][e][t][k] = __fadd_rn(acc[a][e][t][k], 0.f);
-        }
-      }
-#pragma unroll
-      for (int e = 0; e < kWE; ++e)
-#pragma unroll
-        for (int t = 0; t < kWT; ++t)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const float sum = kAcc == 2 ? acc[0][e][t][j] + acc[kAcc - 1][e][t][j] : acc[0][e][t][j];
-            if (kGroups == 1 || group == 0)
-              tot[e][t][j] = slice == 0 ? sum : tot[e][t][j] + sum;
-            else
-              part(slice, e, t, j) = sum;
-          }
-#pragma unroll
-      for (int a = 0; a < kAcc; ++a) zero(acc[a]);
-      ++slice;
-      slice_begin = next_begin;
-      next_begin = chunks * (slice + 1) / kSlices;  // chunks * kSlices stays far below 2^31
-    }
-  };
-
-  int stage = 0;  // (c - c_first) % kStages
-#pragma unroll 1
-  for (int c = c_first; c < c_end; ++c) {
-    asm volatile("cp.async.wait_group %0;\n" :: "n"(kStages - 2) : "memory");
-    group_sync();  // chunk c is in its stage for every thread of the group; the previous chunk's stage is free again
+  // One 64-wide chunk: wait for its stage, refill the stage the previous chunk used, then its MMAs into
+  // accumulator set `set` (16 K values per step, the split kernel's words and order).
+  int c = c_first;
+  int stage = 0;        // (c - c_first) % kStages
+  uint32_t parity = 0;  // ((c - c_first) / kStages) & 1: the phase of the stage's mbarrier that chunk c completes
+  const int gr = detail::mma_row(g);
+  auto step = [&](int set) {
+    detail::mbarrier_wait(bars + stage * 8, parity);  // chunk c is in its stage
+    group_sync();  // and every thread of the group is done with the previous chunk's stage: refill it
     {
       const int cn = c + kStages - 1;
       if (cn < c_end) load(cn, stage == 0 ? kStages - 1 : stage - 1, true, true);
-      asm volatile("cp.async.commit_group;\n" ::: "memory");
     }
-    advance_to(c);
-    const int set = kAcc == 1 ? 0 : ((c - slice_begin) % kBaseUnroll) % kAcc;
     const uint32_t wbase = smem0 + stage * kStageBytes;
-    stage = stage == kStages - 1 ? 0 : stage + 1;
+    if (stage == kStages - 1) {
+      stage = 0;
+      parity ^= 1;
+    } else {
+      ++stage;
+    }
+    ++c;
     const uint32_t xbase = wbase + kRowsE * 128;
 #pragma unroll
     for (int v = 0; v < 2; ++v) {
@@ -523,10 +526,10 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
       for (int e = 0; e < kWE; ++e)
 #pragma unroll
         for (int h = 0; h < 2; ++h)
-          wv[e][h] = detail::ld_shared_16B(wbase + detail::tile_offset(16 * (we * kWE + e) + g + 8 * h, q + 4 * v));
+          wv[e][h] = detail::ld_shared_16B(wbase + detail::swizzled(16 * (we * kWE + e) + 8 * h + gr, q + 4 * v));
 #pragma unroll
       for (int t = 0; t < kWT; ++t)
-        xv[t] = detail::ld_shared_16B(xbase + detail::tile_offset(8 * (wt * kWT + t) + g, q + 4 * v));
+        xv[t] = detail::ld_shared_16B(xbase + detail::swizzled(8 * (wt * kWT + t) + gr, q + 4 * v));
 #pragma unroll
       for (int a = 0; a < kAcc; ++a) {  // a compile-time index (a run-time one would put acc in local memory)
         if (a != set) continue;
@@ -546,9 +549,73 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
         }
       }
     }
+  };
+  // Slice s's partial into acc: its chunks in order, then the split kernel's padding (below). A slice without chunks
+  // leaves acc at +0, as the split kernel adds an empty slice.
+  auto run_slice = [&](int s) {
+#pragma unroll
+    for (int a = 0; a < kAcc; ++a) zero(acc[a]);
+    const int begin = chunks * s / kSlices, len = chunks * (s + 1) / kSlices - begin;  // chunks * kSlices < 2^31
+    if constexpr (kAcc == 1) {
+#pragma unroll 1
+      for (int j = 0; j < len; ++j) step(0);
+    } else {
+#pragma unroll 1
+      for (int j = 0; j < len; ++j) step((j % kBaseUnroll) % kAcc);
+    }
+    // The split kernel's last batch of a slice runs kBaseUnroll chunks whatever is left: its MMAs past the slice add
+    // products of zeros (+0), which turns a -0 accumulator into +0. The same, here.
+    if (kBaseUnroll > 1 && len % kBaseUnroll != 0) {
+#pragma unroll 1
+      for (int j = len; j % kBaseUnroll != 0; ++j) {
+        const int set = (j % kBaseUnroll) % kAcc;
+#pragma unroll
+        for (int a = 0; a < kAcc; ++a)  // a compile-time index (a run-time one would put acc in local memory)
+          if (a == set)
+#pragma unroll
+            for (int e = 0; e < kWE; ++e)
+#pragma unroll
+              for (int t = 0; t < kWT; ++t)
+#pragma unroll
+                for (int k = 0; k < 4; ++k) acc[a][e][t][k] = __fadd_rn(acc[a][e][t][k], 0.f);
+      }
+    }
+  };
+  // The slices one after another: an outer loop over slices and an inner one over their chunks keeps the slice
+  // bookkeeping out of the chunk loop (closing a slice inside it cost ~100 register moves per chunk in SASS).
+  auto slice_sum = [&](int e, int t, int j) {
+    return kAcc == 2 ? acc[0][e][t][j] + acc[kAcc - 1][e][t][j] : acc[0][e][t][j];
+  };
+  if (kGroups == 1 || group == 0) {  // slice 0 first: the total starts as its partial (not +0 + it: -0 stays -0)
+    run_slice(0);
+#pragma unroll
+    for (int e = 0; e < kWE; ++e)
+#pragma unroll
+      for (int t = 0; t < kWT; ++t)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) tot[e][t][j] = slice_sum(e, t, j);
+#pragma unroll 1
+    for (int s = 1; s < s_end; ++s) {
+      run_slice(s);
+#pragma unroll
+      for (int e = 0; e < kWE; ++e)
+#pragma unroll
+        for (int t = 0; t < kWT; ++t)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) tot[e][t][j] += slice_sum(e, t, j);
+    }
+  } else {
+#pragma unroll 1
+    for (int s = s_first; s < s_end; ++s) {
+      run_slice(s);
+#pragma unroll
+      for (int e = 0; e < kWE; ++e)
+#pragma unroll
+        for (int t = 0; t < kWT; ++t)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) part(s, e, t, j) = slice_sum(e, t, j);
+    }
   }
-  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-  advance_to(c_end);  // the group's last slice, and any empty ones after it
 
   if constexpr (kGroups > 1) {
     __syncthreads();  // every group's partials are in shared memory
@@ -570,8 +637,8 @@ __device__ __forceinline__ void splitk_tiled(const SplitKParams& p) {
     for (int t = 0; t < kWT; ++t)
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int n = n0 + 16 * (we * kWE + e) + g + 8 * (j >> 1);
-        const int m = m0 + 8 * (wt * kWT + t) + 2 * q + (j & 1);
+        const int n = n0 + 16 * (we * kWE + e) + gr + 8 * (j >> 1);            // MMA rows g, g + 8
+        const int m = m0 + 8 * (wt * kWT + t) + detail::mma_row(2 * q + (j & 1));  // MMA column 2q + (j & 1)
         if (n < p.N && m < p.M) {
           float r = tot[e][t][j];
           if (p.bias != nullptr) r += __bfloat162float(p.bias[n]);
