@@ -166,3 +166,48 @@ def test_split_kernel_orders():
         SplitKSpec("bf16", 1, 1, 1, 40, 1, 32, 1, 1, warps_e=1, stages=3)  # 320 tokens: more than a TMA box
     with pytest.raises(ValueError, match="serial kernel"):
         SplitKSpec("bf16", 4, 1, 1, 1, 2, 32, 2, 3)
+
+
+def test_tiled_pack_writes_both_tensor_maps(monkeypatch):
+    """A tiled kernel's launch packs SplitKParams and encodes W's and x's tensor maps at TILED_MAPS (boxes of 64 K by
+    the CTA tile's experts and tokens); a failed encode is a LaunchError, which the caller turns into the torch path."""
+    import ctypes
+    from types import SimpleNamespace
+
+    from cutlass_router import dispatch, launch
+    from cutlass_router.families import splitk_mma
+    from cutlass_router.manifest import entry
+
+    sym = dispatch.choose_invariant(128, 2880, 8192, "bf16")
+    k = SimpleNamespace(entry=entry(sym))
+    assert "smem_bytes" in k.entry.launch
+    calls = []
+
+    def fake(at, dtype, rank, ptr, dims, strides, box, step, interleave, swizzle, l2, oob):
+        calls.append((at, ptr, list(dims), list(strides), list(box)))
+        ctypes.memset(at, 0xAB, 128)
+        return 0
+
+    monkeypatch.setattr(splitk_mma, "_encode_tiled", lambda: fake)
+    buf = ctypes.create_string_buffer(launch.PARAM_CAPACITY)
+    grid = splitk_mma.pack_gemm(k, buf, launch.PARAM_CAPACITY, None, 0x1000, 0x2000, 0, 0x3000, 8192, 128, 2880,
+                                2888, 2880, 128, 132)
+    base = ctypes.addressof(buf)
+    lc = k.entry.launch
+    assert calls == [(base + 128, 0x2000, [2880, 128], [2880 * 2], [64, lc["tile_experts"]]),
+                     (base + 256, 0x1000, [2880, 8192], [2888 * 2], [64, lc["tile_tokens"]])]
+    assert splitk_mma.PARAMS.unpack_from(buf, 0)[:4] == (0x1000, 0x2000, 0, 0x3000)
+    assert buf.raw[128:384] == b"\xab" * 256 and grid == splitk_mma.grid(k.entry, 8192, 128)
+
+    monkeypatch.setattr(splitk_mma, "_encode_tiled", lambda: lambda *a: 1)  # CUDA_ERROR_INVALID_VALUE
+    with pytest.raises(launch.LaunchError, match="cuTensorMapEncodeTiled failed .* box 64 x"):
+        splitk_mma.pack_gemm(k, buf, launch.PARAM_CAPACITY, None, 0x1000, 0x2000, 0, 0x3000, 8192, 128, 2880, 2880,
+                             2880, 128, 132)
+
+    def no_libcuda():
+        raise OSError("libcuda.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(splitk_mma, "_encode_tiled", no_libcuda)
+    with pytest.raises(launch.LaunchError, match="cannot encode a TMA tensor map"):
+        splitk_mma.pack_gemm(k, buf, launch.PARAM_CAPACITY, None, 0x1000, 0x2000, 0, 0x3000, 8192, 128, 2880, 2880,
+                             2880, 128, 132)

@@ -195,15 +195,20 @@ def _encode_tiled():
 def encode_map(at: int, ptr: int, rows: int, K: int, ld: int, box_rows: int) -> None:
     """The tensor map of a bf16 [rows, K] matrix with row stride ld (elements) into the 128 bytes at address `at`:
     boxes of 64 K x box_rows rows, 128-byte swizzle (splitk_tiled's stages)."""
+    from ..launch import LaunchError  # raised before anything is enqueued: the caller's torch path takes over
+
+    try:
+        encode = _encode_tiled()
+    except (OSError, AttributeError) as e:
+        raise LaunchError(f"cannot encode a TMA tensor map (libcuda's cuTensorMapEncodeTiled: {e})") from None
     dims = (ctypes.c_uint64 * 2)(K, rows)
     strides = (ctypes.c_uint64 * 1)(ld * 2)
     box = (ctypes.c_uint32 * 2)(64, box_rows)
     step = (ctypes.c_uint32 * 2)(1, 1)
-    err = _encode_tiled()(at, _BF16, 2, ptr, dims, strides, box, step, _NO_INTERLEAVE, _SWIZZLE_128B, _L2_256B,
-                          _OOB_ZEROS)
+    err = encode(at, _BF16, 2, ptr, dims, strides, box, step, _NO_INTERLEAVE, _SWIZZLE_128B, _L2_256B, _OOB_ZEROS)
     if err:
-        raise RuntimeError(f"cuTensorMapEncodeTiled failed (CUresult {err}) for a [{rows}, {K}] bf16 matrix, row "
-                           f"stride {ld}, box 64 x {box_rows}")
+        raise LaunchError(f"cuTensorMapEncodeTiled failed (CUresult {err}) for a [{rows}, {K}] bf16 matrix, row "
+                          f"stride {ld}, box 64 x {box_rows}")
 
 
 def order(entry) -> tuple[int, int, int]:
