@@ -2,6 +2,9 @@
 (the split kernels' interleaved steps), isolated CUDA-graph replay per M. Timing only: their bits differ by design.
 
     python notes/invariant/natural.py [--json out.json]
+
+Needs the experiment's kernels in the manifest (a `natural` field of SplitKSpec, `kNatural` in splitk_tiled, their
+specs in catalog.py): not in the tree, see notes/PERF.md (seventh session). Kept as the record of run 9.
 """
 import argparse
 import json
