@@ -396,11 +396,11 @@ __device__ __forceinline__ int mma_row(int g) {
 // its slices into the total as above; the others store each slice's partial in shared memory, which group 0 then adds
 // in slice order: the same sequence of fp32 operations. Without groups the loop (one chunk per barrier) costs ~400 ns a
 // chunk, and a small grid's time is chunks x that.
-// Staging by TMA (one box of W and one of x per chunk, issued by one thread) instead of 16-byte cp.async per thread cut
-// 5-50% at prefill sizes on an H200 (notes/PERF.md, seventh session); MMA rows take the staged rows in the order
+// Staging by TMA (one box of W and one of x per chunk, issued by one thread) instead of 16-byte cp.async per thread took
+// up to half the time off at prefill sizes on an H200 (notes/PERF.md, seventh session); MMA rows take the staged rows in the order
 // detail::mma_row gives, so that the 128-byte swizzle TMA writes leaves the fragment loads free of bank conflicts.
 // Parameters of the tiled kernels: SplitKParams, then tensor maps of W (box 64 x kRowsE) and x (box 64 x kRowsT), bf16,
-// 128-byte swizzle (launch.py packs this layout: splitk_mma.TILED_MAPS).
+// 128-byte swizzle (families/splitk_mma.py packs this layout: TILED_MAPS, TILED_PARAMS_SIZE).
 struct SplitKTiledParams {
   SplitKParams p;
   detail::TmaMap w_map;  // at byte 128
@@ -420,7 +420,7 @@ __device__ __forceinline__ void splitk_tiled(const SplitKTiledParams& tp) {
   constexpr int kStageBytes = (kRowsE + kRowsT) * 128;  // W's rows, then x's: both regions 1024-byte aligned
   constexpr int kGroupSlices = kSlices / kGroups;
   constexpr int kFrag = kWE * kWT * 4;        // fp32 values a thread holds per slice
-  extern __shared__ __align__(1024) char smem_raw[];
+  extern __shared__ __align__(1024) char smem[];
 
   const int lane = threadIdx.x & 31;
   const int group = static_cast<int>(threadIdx.x) / kThreads;
@@ -434,7 +434,6 @@ __device__ __forceinline__ void splitk_tiled(const SplitKTiledParams& tp) {
   // TMA's swizzle is a function of the address bits: the stages must start at a 1024-byte boundary. A kernel without
   // static shared memory gets its dynamic shared memory there (CUTLASS's swizzled TMA kernels rely on the same); a base
   // anywhere else would permute the fragments silently, so it stops the kernel instead.
-  char* const smem = smem_raw;
   if (detail::smem_addr(smem) & 1023) __trap();
   const uint32_t smem0 = detail::smem_addr(smem) + group * kStages * kStageBytes;
   // Partials of the slices of groups 1.., [slice - kGroupSlices][value][thread within group]: lanes adjacent.
