@@ -6,9 +6,10 @@ inlines (manifest.expand), so the hash of what is compiled covers the template.
 
 Launch: grid (N tiles x cluster, M tiles), block 32 x warps, no dynamic shared memory, one SplitKParams by value.
 Tiled serial kernels (order_slices > 0, splitk_tiled in the template): no cluster, K not split, W and x staged through
-shared memory per CTA tile, summed in the order of the split kernel whose `order()` they share, so both give a row the
-same bits: the batch-invariant mode's kernels at prefill sizes (dispatch.choose_invariant). Their launch adds dynamic
-shared memory (launch()["smem_bytes"]).
+shared memory per CTA tile by TMA, summed in the order of the split kernel whose `order()` they share, so both give a row
+the same bits: the batch-invariant mode's kernels at prefill sizes (dispatch.choose_invariant). Their launch adds
+dynamic shared memory (launch()["smem_bytes"]) and takes SplitKTiledParams: SplitKParams and the tensor maps of W and x,
+encoded per launch (pack_gemm, encode_map).
 Takes any N >= 1 and M up to 65535 token tiles; K a multiple of 8 with 16-byte aligned rows (validate.py).
 """
 from __future__ import annotations
