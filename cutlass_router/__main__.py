@@ -102,10 +102,10 @@ def _tune(args) -> int:
     for (N, K), model in shapes:
         if args.what in ("gemm", "both"):
             table = tune.measure(N, K, ms, rep_ms=args.rep_ms, method=args.method)
-            tune.write_table(path, N, K, table, command, args.method, "shapes")
+            tune.write_table(path, N, K, table, command, args.method, "shapes", args.merge)
         if args.what in ("route", "both") and model is not None:
             table = tune.measure_route(model, ms, rep_ms=args.rep_ms, method=args.method)
-            tune.write_table(path, N, K, table, command, args.method, "route")
+            tune.write_table(path, N, K, table, command, args.method, "route", args.merge)
     print(f"wrote {path}")
     return 0
 
@@ -150,6 +150,8 @@ def main(argv=None) -> int:
     t.add_argument("--method", choices=("decode", "isolated"), default="decode")
     t.add_argument("--m", help="comma-separated M to measure (default 1, 2, 4, ... 8192)")
     t.add_argument("--write", help="table path (default: the package's tuned/sm_90a.json)")
+    t.add_argument("--merge", action="store_true",
+                   help="keep the table's timings of the M not measured now and choose the rungs from both")
     t.add_argument("--rep-ms", type=int, default=20)
     t.set_defaults(fn=_tune)
     i = sub.add_parser("info", help="GPU, driver, toolkit, switches, cache, kernels, dispatch per model",

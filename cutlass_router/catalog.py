@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .dispatch import invariant_tiled
 from .families.cutlass_sm90 import Sm90GemmSpec
+from .families.gemv import GemvSpec
 from .families.route import RouteSpec, select_specs
 from .families.splitk_mma import SplitKSpec
 
@@ -46,6 +47,12 @@ _SPLITK = (
     (4, 8, 1, 1, 1),
     (8, 4, 1, 1, 1),
 )
+
+# (rows, tokens, vecs, threads): GEMV kernels for the first rungs of M (families/gemv.py). One pass over K = 2880
+# (360 vectors) or 7168 (896): 192 x 2 or 128 x 3 or 384 x 1 vectors, and 256 x 4 or 448 x 2. Chosen from a prototype
+# timed in the decode-layer loop (notes/l2/gemv.py, H200): one row per CTA beat two at every shape.
+_GEMV = ((1, 1, 2, 192), (1, 1, 3, 128), (1, 1, 1, 384), (1, 2, 2, 192), (1, 2, 1, 384), (1, 4, 1, 384),
+         (1, 1, 4, 256), (1, 1, 2, 448), (1, 2, 2, 448), (1, 4, 2, 448))
 
 # Tiled serial kernels (splitk_tiled) for the batch-invariant mode above decode sizes: (expert warps, token warps,
 # exp_tiles, tok_tiles, stages, warp groups), each in the invariant order (dispatch.invariant_tiled). Picked from 23
@@ -91,6 +98,7 @@ def specs() -> list:
     out += select_specs()
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
+        out += [GemvSpec(dt, r, m, v, t) for (r, m, v, t) in _GEMV]
         out += [invariant_tiled(*cfg, out_dtype=dt) for cfg in _TILED]
         out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])
                 for (swap, tm, tn, tk, ks, cn) in _SM90]

@@ -22,7 +22,7 @@ import torch
 from . import dispatch, env, manifest, ops, plan
 from .target import ARCH
 
-GEMM_FAMILIES = ("splitk_mma", "cutlass_sm90")
+GEMM_FAMILIES = ("splitk_mma", "gemv", "cutlass_sm90")
 DECODE_MAX_M = 512  # the decode-layer measure up to here, isolated replay above
 M_LADDER = tuple(2 ** i for i in range(14))  # 1 .. 8192
 METHODS = ("decode", "isolated")
@@ -166,20 +166,30 @@ def route_rungs(table: dict[int, dict[str, float]]) -> list[dict]:
     return [{"max_m": m, "kernel": s} for m, s in _rungs(table)]
 
 
-def _record(N, K, rungs_, table, command, method) -> dict:
+def _record(N, K, rungs_, table, command, hows: dict) -> dict:
     return {"N": N, "K": K, "card": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
-            "command": command, "method": {str(M): _how(method, M) for M in sorted(table)}, "pdl": env.flag(env.PDL),
+            "command": command, "method": {str(M): hows[M] for M in sorted(table)}, "pdl": env.flag(env.PDL),
             "rungs": rungs_,
             "us": {str(M): {s: round(t, 3) for s, t in sorted(row.items())} for M, row in sorted(table.items())}}
 
 
 def write_table(path: Path, N: int, K: int, table: dict, command: str, method: str = "decode",
-                section: str = "shapes") -> None:
-    """Write one shape's rungs into section "shapes" (the GEMM) or "route" of the dispatch table file."""
+                section: str = "shapes", merge: bool = False) -> None:
+    """Write one shape's rungs into section "shapes" (the GEMM) or "route" of the dispatch table file.
+
+    merge: keep the shape's recorded timings of every M not measured now (with how each was measured) and make
+    the rungs from both, so that a few M can be retimed (new kernels, a new card state) without the rest."""
     data = json.loads(path.read_text()) if path.exists() else {"arch": ARCH, "shapes": []}
     make = rungs if section == "shapes" else route_rungs
+    old = next((s for s in data.get(section, []) if (s["N"], s["K"]) == (N, K)), None)
+    hows = {M: _how(method, M) for M in table}
+    if merge and old is not None:
+        kept = {int(M): row for M, row in old["us"].items() if int(M) not in table}
+        hows.update({M: old["method"][str(M)] for M in kept})
+        table = {**kept, **table}
+        command = f"{old['command']}; then {command} (merged)"
     data[section] = [s for s in data.get(section, []) if (s["N"], s["K"]) != (N, K)]
-    data[section].append(_record(N, K, make(table), table, command, method))
+    data[section].append(_record(N, K, make(table), table, command, hows))
     data[section].sort(key=lambda s: (s["N"], s["K"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

@@ -55,6 +55,9 @@ def test_manifest_entries():
             assert f'#include "splitk_mma.cuh"' in src.decode(), "an instantiation includes its template"
         if k["family"] == "route":
             assert f'#include "route.cuh"' in src.decode(), "an instantiation includes its template"
+        if k["family"] == "gemv":
+            assert k["launch"]["cluster"] == 1 and k["launch"]["one_pass_k"] % 8 == 0
+            assert f'#include "gemv.cuh"' in src.decode(), "an instantiation includes its template"
 
 
 def test_every_dispatchable_kernel_is_emitted_in_both_dtypes():
@@ -211,3 +214,38 @@ def test_tiled_pack_writes_both_tensor_maps(monkeypatch):
     with pytest.raises(launch.LaunchError, match="cannot encode a TMA tensor map"):
         splitk_mma.pack_gemm(k, buf, launch.PARAM_CAPACITY, None, 0x1000, 0x2000, 0, 0x3000, 8192, 128, 2880, 2880,
                              2880, 128, 132)
+
+
+def test_gemv_spec_symbol_emit_and_limits():
+    from cutlass_router.families import gemv
+
+    s = gemv.GemvSpec("f32", rows=1, tokens=2, vecs=2, threads=192)
+    assert s.symbol == "crt_gemv_f32_r1_m2_v2_t192" and s.family == "gemv"
+    assert "router_gemv<1, 2, 2, 192, float>(params)" in s.emit() and "__launch_bounds__(192, 1)" in s.emit()
+    assert s.launch() == {"block_threads": 192, "cluster": 1, "tile_tokens": 2, "tile_experts": 1,
+                          "one_pass_k": 8 * 2 * 192}
+    for bad in (dict(threads=100), dict(threads=2048), dict(vecs=0), dict(rows=16, tokens=16, threads=128)):
+        with pytest.raises(ValueError):
+            gemv.GemvSpec("bf16", **bad)
+    with pytest.raises(ValueError, match="out_dtype"):
+        gemv.GemvSpec("f16")
+    e = manifest.entry(s.symbol)
+    assert gemv.grid(e, 5, 33) == (33, 3, 1)
+    assert gemv.blocker(e, gemv.MAX_M, 33) is None and "decode sizes" in gemv.blocker(e, gemv.MAX_M + 1, 33)
+
+
+def test_tune_merge_keeps_the_timings_it_did_not_retake(tmp_path, monkeypatch):
+    from cutlass_router import tune
+
+    monkeypatch.setattr(tune.torch.cuda, "get_device_name", lambda *a: "card")
+    path = tmp_path / "t.json"
+    first = {1: {"a": 2.0, "b": 3.0}, 64: {"a": 5.0, "b": 4.0}, 1024: {"a": 9.0, "b": 7.0}}
+    tune.write_table(path, 32, 2880, first, "tune all")
+    tune.write_table(path, 32, 2880, {1: {"a": 2.0, "b": 3.0, "g": 1.0}}, "tune --m 1", merge=True)
+    rec = json.loads(path.read_text())["shapes"][0]
+    assert [(r["max_m"], r["bf16"]) for r in rec["rungs"]] == [(1, "g"), (1 << 62, "b")]
+    assert rec["us"]["64"] == {"a": 5.0, "b": 4.0} and rec["us"]["1"]["g"] == 1.0
+    assert rec["method"] == {"1": "decode layer", "64": "decode layer", "1024": "isolated"}
+    assert rec["command"] == "tune all; then tune --m 1 (merged)"
+    tune.write_table(path, 32, 2880, {1: {"a": 2.0}}, "tune --m 1")  # without merge: only what was measured
+    assert json.loads(path.read_text())["shapes"][0]["us"] == {"1": {"a": 2.0}}

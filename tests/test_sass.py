@@ -12,10 +12,10 @@ import pytest
 from cutlass_router import build, dispatch, manifest, prebuilt, resolve
 
 SHIPPED = sorted(dispatch.reachable())
-# What each kernel must contain: its matrix instruction, and for the route kernels the warp reductions of the
-# expert choice (redux.sync).
-WANT = {"splitk_mma": ("HMMA.16816.F32.BF16",), "cutlass_sm90": ("HGMMA.",), "route": ("HMMA.16816.F32.BF16", "REDUX"),
-        "route_select": ("REDUX",)}
+# What each kernel must contain: its matrix instruction (the GEMV's FMAs and its 16-byte read-only W loads), and
+# for the route kernels the warp reductions of the expert choice (redux.sync).
+WANT = {"splitk_mma": ("HMMA.16816.F32.BF16",), "gemv": ("FFMA", "LDG.E.128.CONSTANT"), "cutlass_sm90": ("HGMMA.",),
+        "route": ("HMMA.16816.F32.BF16", "REDUX"), "route_select": ("REDUX",)}
 
 
 def _cuobjdump() -> str | None:

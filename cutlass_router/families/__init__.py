@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import cutlass_sm90, route, splitk_mma
+from . import cutlass_sm90, gemv, route, splitk_mma
 
-FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (splitk_mma, cutlass_sm90, route)}
+FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (splitk_mma, gemv, cutlass_sm90, route)}
 
 
 def of(name: str) -> ModuleType:

@@ -1,0 +1,110 @@
+"""Experiment (not shipped): where a router kernel's time goes in the decode loop (notes/l2/floor.cu's kernels).
+
+Rows, one DecodeLoop per (shape, M), interleaved with the base loop: an empty kernel without and with a cluster;
+`touch` (each CTA reads its share of W once, 16-byte loads, and as much of x; one block sum, one store) over 16,
+64, 128 CTAs, without a cluster and with a cluster exchange (DSMEM writes to rank 0, cluster.sync); the same FFMA
+work as straight-line code (800 / 1600 instructions) and as a rolled loop (cold code); router_gemm, router_gemm
+called twice per layer (the second with warm code and W), router_gemm on one W for every layer (warm W).
+
+    nvcc -cubin -arch=sm_90a -O3 -o /tmp/floor.cubin notes/l2/floor.cu && python notes/l2/floor.py
+"""
+from __future__ import annotations
+
+import ctypes
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import torch
+from cuda.bindings import driver as D
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+import cutlass_router  # noqa: E402
+from cutlass_router.yardstick import DecodeLoop  # noqa: E402
+
+
+def ok(v):
+    err, *rest = v if isinstance(v, tuple) else (v,)
+    if int(err) != 0:
+        raise RuntimeError(str(err))
+    return rest[0] if rest else None
+
+
+class Micro:
+    def __init__(self, path):
+        self.mod = ok(D.cuModuleLoad(str(path).encode()))
+        self.fn = {}
+
+    def f(self, name):
+        if name not in self.fn:
+            f = ok(D.cuModuleGetFunction(self.mod, name.encode()))
+            ok(D.cuFuncSetAttribute(f, D.CUfunction_attribute.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1))
+            self.fn[name] = f
+        return self.fn[name]
+
+    def row(self, name, ctas, cluster=1):
+        outs = {}
+
+        def call(i, x, w, b):
+            f = self.f(name)
+            out = outs.setdefault(i, torch.empty(max(ctas, 16), device="cuda"))
+            per = w.numel() // ctas
+            cfg = D.CUlaunchConfig()
+            cfg.gridDimX, cfg.gridDimY, cfg.gridDimZ = ctas, 1, 1
+            cfg.blockDimX, cfg.blockDimY, cfg.blockDimZ = 128, 1, 1
+            cfg.sharedMemBytes = 0
+            cfg.hStream = D.CUstream(torch.cuda.current_stream().cuda_stream)
+            attrs = []
+            if cluster > 1:
+                a = D.CUlaunchAttribute()
+                a.id = D.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION
+                a.value.clusterDim.x, a.value.clusterDim.y, a.value.clusterDim.z = cluster, 1, 1
+                attrs.append(a)
+            cfg.attrs, cfg.numAttrs = attrs, len(attrs)
+            args = ((w.data_ptr(), x.data_ptr(), out.data_ptr(), per, w.shape[1]),
+                    (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int))
+            ok(D.cuLaunchKernelEx(cfg, f, args, 0))
+        return call
+
+
+SHAPES = {"gpt-oss-20b": (32, 2880, True), "gpt-oss-120b": (128, 2880, True), "deepseek-v3": (256, 7168, False)}
+
+
+def main():
+    torch.zeros(1, device="cuda")
+    m = Micro(sys.argv[1] if len(sys.argv) > 1 else "/tmp/floor.cubin")
+    card = torch.cuda.get_device_name()
+    recs = []
+    for name, (N, K, bias) in SHAPES.items():
+        dt = None if bias else torch.float32
+        for M in (1, 8):
+            loop = DecodeLoop(N, K, M, with_bias=bias)
+            w0, b0 = loop.w[0], loop.b[0]
+            rows = {"empty x16": m.row("k_empty", 16), "empty x16 c8": m.row("k_empty", 16, 8),
+                    "empty x32 c16": m.row("k_empty", 32, 16), "empty x128 c8": m.row("k_empty", 128, 8)}
+            for ctas in (16, 64, 128):
+                rows[f"touch x{ctas}"] = m.row("k_touch", ctas)
+                rows[f"touch x{ctas} c8"] = m.row("k_touch_c8", ctas, 8)
+            rows["touch x32 c16"] = m.row("k_touch_c16", 32, 16)
+            rows["touch x128 c16"] = m.row("k_touch_c16", 128, 16)
+            for r in (100, 200):
+                rows[f"straight {8 * r}"] = m.row(f"k_straight{r}", 16)
+                rows[f"rolled {8 * r}"] = m.row(f"k_rolled{r}", 16)
+            rows["router_gemm"] = lambda i, x, w, b: cutlass_router.router_gemm(x, w, b, out_dtype=dt)
+            rows["router_gemm x2"] = lambda i, x, w, b: (cutlass_router.router_gemm(x, w, b, out_dtype=dt),
+                                                         cutlass_router.router_gemm(x, w, b, out_dtype=dt))
+            rows["router_gemm one W"] = lambda i, x, w, b: cutlass_router.router_gemm(x, w0, b0, out_dtype=dt)
+            res = loop.measure(rows)
+            print(f"{name} M={M} base {loop.base_us():.2f}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()),
+                  flush=True)
+            recs += [dict(model=name, experts=N, hidden=K, M=M, provider=k, us=v, card=card,
+                          date=str(datetime.date.today())) for k, v in res.items()]
+            del loop
+    out = Path(sys.argv[2] if len(sys.argv) > 2 else ROOT / f"notes/l2/floor-{datetime.date.today()}.json")
+    out.write_text(json.dumps(recs, indent=1))
+
+
+if __name__ == "__main__":
+    main()
