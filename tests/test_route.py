@@ -250,18 +250,20 @@ def test_each_router_has_a_select_kernel_that_holds_every_n():
     assert fam.blocker(emitted[fam.select_symbol(32, "sigmoid")], 1, 33)  # more experts than it holds
 
 
-@pytest.mark.parametrize("scoring,M,rows", [("sigmoid", 1, 1), ("sigmoid", 13, 1), ("sigmoid", 256, 1),
-                                            ("sigmoid", 257, 8), ("sigmoid", 4096, 8), ("topk_softmax", 1, 8),
-                                            ("softmax_topk", 13, 8)])
-def test_a_select_launch_s_cta_shape_follows_the_router_and_m(scoring, M, rows):
-    """The select kernel reads its rows per CTA from blockDim: one row per 32-thread CTA for the sigmoid router at
-    decode sizes, 8 per 256-thread CTA otherwise; the grid covers every row."""
+@pytest.mark.parametrize("scoring,M,N,rows", [("sigmoid", 1, 256, 1), ("sigmoid", 13, 32, 1), ("sigmoid", 256, 256, 1),
+                                              ("sigmoid", 257, 256, 8), ("sigmoid", 4096, 256, 8),
+                                              ("topk_softmax", 1, 32, 8), ("softmax_topk", 13, 64, 8),
+                                              ("topk_softmax", 1, 128, 1), ("topk_softmax", 256, 128, 1),
+                                              ("softmax_topk", 257, 384, 8)])
+def test_a_select_launch_s_cta_shape_follows_the_router_and_m(scoring, M, N, rows):
+    """The select kernel reads its rows per CTA from blockDim: one row per 32-thread CTA for long rows (sigmoid, or
+    more than 64 experts) at decode sizes, 8 per 256-thread CTA otherwise; the grid covers every row."""
     from cutlass_router.families import route as fam
     from cutlass_router.manifest import entries
 
-    e = entries()[fam.select_symbol(256, scoring)]
-    assert fam.select_rows(scoring, M) == rows
-    c = fam.route_consts(e, M=M, N=256, K=0, ldx=0, ldw=0, top_k=8, mode=fam.MODES[scoring], flags=0, n_group=8,
+    e = entries()[fam.select_symbol(N, scoring)]
+    assert fam.select_rows(scoring, M, N) == rows
+    c = fam.route_consts(e, M=M, N=N, K=0, ldx=0, ldw=0, top_k=8, mode=fam.MODES[scoring], flags=0, n_group=8,
                          topk_group=4, scale=1.0)
     assert c.block == 32 * rows and c.grid == (-(-M // rows), 1, 1) and c.block <= e.launch["block_threads"]
     fused = entries()[next(s for s in entries() if s.startswith("crt_route_w"))]

@@ -22,7 +22,8 @@ FAMILY = "route"
 HOST_LIB = False
 MAX_N, MAX_TOP_K, MAX_CLUSTER, MAX_GRID_Y = 384, 8, 16, 65535
 SELECT_ROWS = 8  # rows per CTA of the select kernel (a warp each), unless select_rows says one
-SIGMOID_ONE_ROW_MAX_M = 256  # select_rows: one row per CTA for the sigmoid router up to this M
+ONE_ROW_MAX_M = 256  # select_rows: one row per CTA for long rows (sigmoid, or more than 64 experts) up to this M
+ONE_ROW_MIN_N = 65   # ... where a softmax router's row is long enough to gain from it
 SLOTS = (1, 2, 4, 8, 12)  # experts per lane the select kernels are instantiated for (route.cuh's with_slots)
 
 MODES = {"topk_softmax": 0, "softmax_topk": 1, "sigmoid": 2}
@@ -90,14 +91,16 @@ class RouteSpec:
                        f"{self.tok_tiles}, {self.unroll}>(params);\n}}\n")
 
 
-def select_rows(mode: str, M: int) -> int:
-    """Rows (warps) per CTA of a select launch. The grouped sigmoid choice is a long dependent chain per row (about
-    1,500 instructions at N = 256, ncu), so at decode sizes one row per 32-thread CTA spreads a batch's rows over
-    as many SMs: 0.2-0.6 us less per call in isolated replay, and DeepSeek-V3's route in the decode-layer loop from
-    0.1-1.1 us behind router_gemm + Triton at M = 8-256 to within the loop's noise (notes/PERF.md). With thousands
-    of rows, one-warp CTAs cost more than they spread (3-7 us more at M = 1024-4096), and the softmax routers'
-    short rows gained nothing: 8 rows per CTA."""
-    return 1 if mode == "sigmoid" and M <= SIGMOID_ONE_ROW_MAX_M else SELECT_ROWS
+def select_rows(mode: str, M: int, N: int) -> int:
+    """Rows (warps) per CTA of a select launch. A long row's choice is a long dependent chain (the grouped sigmoid
+    choice about 1,500 instructions at N = 256, ncu), so at decode sizes one row per 32-thread CTA spreads a batch's
+    rows over as many SMs. In the decode-layer loop: DeepSeek-V3's route from 0.1-1.1 us behind router_gemm + Triton
+    at M = 8-256 to within the loop's noise (fifth session); gpt-oss-120b's (N = 128) GEMM + select at M = 128 / 256
+    5.92 / 7.79 us with one row against 6.59 / 8.66 with eight (router_gemm + Triton 6.00 / 7.87; 2026-11-29,
+    notes/l2/select_rows.py), while gpt-oss-20b's 32-expert rows gained nothing (M = 64: 5.05 against 4.67). With
+    thousands of rows, one-warp CTAs cost more than they spread (3-7 us more at M = 1024-4096): 8 rows per CTA."""
+    long_row = mode == "sigmoid" or N >= ONE_ROW_MIN_N
+    return 1 if long_row and M <= ONE_ROW_MAX_M else SELECT_ROWS
 
 
 def select_specs() -> list[RouteSpec]:
@@ -168,7 +171,7 @@ def route_consts(entry, *, M: int, N: int, K: int, ldx: int, ldw: int, top_k: in
                  n_group: int, topk_group: int, scale: float) -> RouteConsts:
     rows = None
     if entry.config["select_only"]:
-        rows = select_rows(entry.config["mode"], M)
+        rows = select_rows(entry.config["mode"], M, N)
     g, c = grid(entry, M, N, rows)
     block = 32 * rows if rows else entry.launch["block_threads"]
     return RouteConsts(ldx, ldw, (M, N, K, top_k, mode, flags, n_group, topk_group, float(scale), 0), g, c, block)
