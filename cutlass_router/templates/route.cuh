@@ -400,7 +400,7 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
   // orders the reuse of `scratch` below after every read of `part` (each st.async carries what was read), and
   // the __syncthreads makes that plain (and, alone, orders the plain stores above).
   __syncthreads();
-  if (!alone) detail::mbarrier_wait_cluster(&recv_bar, 0);
+  if (!alone) detail::mbarrier_wait<true>(detail::smem_addr(&recv_bar), 0);
 
   // Sum the S partials of each fragment in a fixed order, add bias: fp32 logits tile [kRows][kTileN].
   float* tile = reinterpret_cast<float*>(scratch);

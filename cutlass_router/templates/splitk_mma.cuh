@@ -79,13 +79,23 @@ __device__ __forceinline__ void st_async_v4(float* local_addr, uint64_t* local_b
                :: "r"(addr), "f"(v.x), "f"(v.y), "f"(v.z), "f"(v.w), "r"(bar) : "memory");
 }
 
-__device__ __forceinline__ void mbarrier_wait_cluster(uint64_t* bar, uint32_t parity) {
+// Wait until the mbarrier at shared address `bar` completes phase `parity`: at cluster scope where other CTAs'
+// st.async stores arrive on it (their data must be visible after the wait), at CTA scope where this CTA's own TMA
+// copies complete it.
+template <bool kClusterScope>
+__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
   uint32_t done = 0;
   while (!done) {
-    asm volatile("{\n .reg .pred p;\n"
-                 " mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
-                 " selp.u32 %0, 1, 0, p;\n}\n"
-                 : "=r"(done) : "r"(smem_addr(bar)), "r"(parity) : "memory");
+    if constexpr (kClusterScope)
+      asm volatile("{\n .reg .pred p;\n"
+                   " mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+                   " selp.u32 %0, 1, 0, p;\n}\n"
+                   : "=r"(done) : "r"(bar), "r"(parity) : "memory");
+    else
+      asm volatile("{\n .reg .pred p;\n"
+                   " mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                   " selp.u32 %0, 1, 0, p;\n}\n"
+                   : "=r"(done) : "r"(bar), "r"(parity) : "memory");
   }
 }
 
@@ -290,7 +300,7 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
         recv[slice][e][t][own_idx] = v;
     }
   // Every thread waits, so this CTA's shared memory outlives the stores still flying into it.
-  if constexpr (kCluster > 1) detail::mbarrier_wait_cluster(&recv_bar, 0); else __syncthreads();
+  if constexpr (kCluster > 1) detail::mbarrier_wait<true>(detail::smem_addr(&recv_bar), 0); else __syncthreads();
 
   // Reduce the fragments this CTA owns over all K slices in a fixed order, add bias, store.
   for (int i = threadIdx.x; i < kOwned; i += kWarps * 32) {
@@ -341,16 +351,6 @@ __device__ __forceinline__ void mbarrier_init(uint32_t bar, uint32_t count) {
 
 __device__ __forceinline__ void mbarrier_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" :: "r"(bar), "r"(bytes) : "memory");
-}
-
-__device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done) {
-    asm volatile("{\n .reg .pred p;\n"
-                 " mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                 " selp.u32 %0, 1, 0, p;\n}\n"
-                 : "=r"(done) : "r"(bar), "r"(parity) : "memory");
-  }
 }
 
 __device__ __forceinline__ uint4 ld_shared_16B(uint32_t addr) {
@@ -486,14 +486,16 @@ __device__ __forceinline__ void splitk_tiled(const SplitKTiledParams& tp) {
 
   float acc[kAcc][kWE][kWT][4];
   float tot[kWE][kWT][4];
-  auto zero = [&](float (&a)[kWE][kWT][4]) {
+  // f(e, t, j) for every value a thread holds: MMA tile (e, t), C fragment element j.
+  auto for_each_value = [&](auto&& f) {
 #pragma unroll
     for (int e = 0; e < kWE; ++e)
 #pragma unroll
       for (int t = 0; t < kWT; ++t)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) a[e][t][j] = 0.f;
+        for (int j = 0; j < 4; ++j) f(e, t, j);
   };
+  auto zero = [&](float (&a)[kWE][kWT][4]) { for_each_value([&](int e, int t, int j) { a[e][t][j] = 0.f; }); };
 #pragma unroll
   for (int a = 0; a < kAcc; ++a) zero(acc[a]);
   // One 64-wide chunk: wait for its stage, refill the stage the previous chunk used, then its MMAs into
@@ -503,7 +505,7 @@ __device__ __forceinline__ void splitk_tiled(const SplitKTiledParams& tp) {
   uint32_t parity = 0;  // ((c - c_first) / kStages) & 1: the phase of the stage's mbarrier that chunk c completes
   const int gr = detail::mma_row(g);
   auto step = [&](int set) {
-    detail::mbarrier_wait(bars + stage * 8, parity);  // chunk c is in its stage
+    detail::mbarrier_wait<false>(bars + stage * 8, parity);  // chunk c is in its stage
     group_sync();  // and every thread of the group is done with the previous chunk's stage: refill it
     {
       const int cn = c + kStages - 1;
@@ -570,13 +572,7 @@ __device__ __forceinline__ void splitk_tiled(const SplitKTiledParams& tp) {
         const int set = (j % kBaseUnroll) % kAcc;
 #pragma unroll
         for (int a = 0; a < kAcc; ++a)  // a compile-time index (a run-time one would put acc in local memory)
-          if (a == set)
-#pragma unroll
-            for (int e = 0; e < kWE; ++e)
-#pragma unroll
-              for (int t = 0; t < kWT; ++t)
-#pragma unroll
-                for (int k = 0; k < 4; ++k) acc[a][e][t][k] = __fadd_rn(acc[a][e][t][k], 0.f);
+          if (a == set) for_each_value([&](int e, int t, int k) { acc[a][e][t][k] = __fadd_rn(acc[a][e][t][k], 0.f); });
       }
     }
   };
@@ -587,32 +583,17 @@ __device__ __forceinline__ void splitk_tiled(const SplitKTiledParams& tp) {
   };
   if (kGroups == 1 || group == 0) {  // slice 0 first: the total starts as its partial (not +0 + it: -0 stays -0)
     run_slice(0);
-#pragma unroll
-    for (int e = 0; e < kWE; ++e)
-#pragma unroll
-      for (int t = 0; t < kWT; ++t)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) tot[e][t][j] = slice_sum(e, t, j);
+    for_each_value([&](int e, int t, int j) { tot[e][t][j] = slice_sum(e, t, j); });
 #pragma unroll 1
     for (int s = 1; s < s_end; ++s) {
       run_slice(s);
-#pragma unroll
-      for (int e = 0; e < kWE; ++e)
-#pragma unroll
-        for (int t = 0; t < kWT; ++t)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) tot[e][t][j] += slice_sum(e, t, j);
+      for_each_value([&](int e, int t, int j) { tot[e][t][j] += slice_sum(e, t, j); });
     }
   } else {
 #pragma unroll 1
     for (int s = s_first; s < s_end; ++s) {
       run_slice(s);
-#pragma unroll
-      for (int e = 0; e < kWE; ++e)
-#pragma unroll
-        for (int t = 0; t < kWT; ++t)
-#pragma unroll
-          for (int j = 0; j < 4; ++j) part(s, e, t, j) = slice_sum(e, t, j);
+      for_each_value([&](int e, int t, int j) { part(s, e, t, j) = slice_sum(e, t, j); });
     }
   }
 
@@ -621,29 +602,18 @@ __device__ __forceinline__ void splitk_tiled(const SplitKTiledParams& tp) {
     if (group != 0) return;
 #pragma unroll 1
     for (int s = kGroupSlices; s < kSlices; ++s)
-#pragma unroll
-      for (int e = 0; e < kWE; ++e)
-#pragma unroll
-        for (int t = 0; t < kWT; ++t)
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-            tot[e][t][j] += part(s, e, t, j);
+      for_each_value([&](int e, int t, int j) { tot[e][t][j] += part(s, e, t, j); });
   }
 
-#pragma unroll
-  for (int e = 0; e < kWE; ++e)
-#pragma unroll
-    for (int t = 0; t < kWT; ++t)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int n = n0 + 16 * (we * kWE + e) + gr + 8 * (j >> 1);            // MMA rows g, g + 8
-        const int m = m0 + 8 * (wt * kWT + t) + detail::mma_row(2 * q + (j & 1));  // MMA column 2q + (j & 1)
-        if (n < p.N && m < p.M) {
-          float r = tot[e][t][j];
-          if (p.bias != nullptr) r += __bfloat162float(p.bias[n]);
-          static_cast<OutT*>(p.out)[static_cast<long long>(m) * p.ldo + n] = detail::from_float<OutT>(r);
-        }
-      }
+  for_each_value([&](int e, int t, int j) {
+    const int n = n0 + 16 * (we * kWE + e) + gr + 8 * (j >> 1);            // MMA rows g, g + 8
+    const int m = m0 + 8 * (wt * kWT + t) + detail::mma_row(2 * q + (j & 1));  // MMA column 2q + (j & 1)
+    if (n < p.N && m < p.M) {
+      float r = tot[e][t][j];
+      if (p.bias != nullptr) r += __bfloat162float(p.bias[n]);
+      static_cast<OutT*>(p.out)[static_cast<long long>(m) * p.ldo + n] = detail::from_float<OutT>(r);
+    }
+  });
 }
 
 }  // namespace cutlass_router
