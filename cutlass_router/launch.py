@@ -216,4 +216,19 @@ def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, grid: tuple[int
     argv = params_buffer()[1]
     err = call(prepared.address, prepared.kernel, argv, None) if call is not None else _bindings_launch(prepared, argv)
     if err:
-        check((driver.CUresult(err),), f"launch {k.entry.symbol}")
+        refused(k, err)
+
+
+def prepare(k: LoadedKernel, device: int, stream: int, pdl: bool, grid: tuple[int, int, int],
+            cluster: tuple[int, int, int] | None = None, block: int | None = None) -> _Launch:
+    """The prepared configuration launch() would use for these arguments, the device's attributes set: for callers
+    that keep it (a plan, per stream and PDL) and make the foreign call themselves."""
+    if device not in k.devices:
+        _prepare_device(k, device)
+    prepared = k.configs.get((grid, cluster, pdl, stream, block))
+    return prepared if prepared is not None else _config(k, grid, cluster, pdl, stream, block)
+
+
+def refused(k: LoadedKernel, err: int) -> None:
+    """Raise the LaunchError for a launch of k that returned the nonzero CUresult err."""
+    check((driver.CUresult(err),), f"launch {k.entry.symbol}")

@@ -25,12 +25,58 @@ def log_once(message: str) -> None:
     logger.warning("cutlass_router: %s", message)
 
 
+class PlanLaunch:
+    """What a plan fixes of its kernel's launch, kept with the plan: the device, the grid (cluster, block), the
+    prepared launch configuration per (stream, PDL), the foreign call; for a GEMM also the output's size and the
+    parameters but the four pointers (the family's gemm_pack_fixed). An eager call then makes one struct call and
+    one foreign call: no pack function, grid computation, device preparation check or lookup of the kernel's
+    configurations by a 5-tuple (about 1.5 us of Python per router_gemm call on the CPU-stubbed path)."""
+    __slots__ = ("kernel", "device", "grid", "cluster", "block", "configs", "call", "params_buffer", "launch", "size",
+                 "pack", "tail")
+
+    def __init__(self, kernel, device: int, grid: tuple, launch, cluster=None, block=None, size=None, pack=None,
+                 tail=()):
+        self.kernel, self.device, self.grid, self.cluster, self.block = kernel, device, grid, cluster, block
+        self.configs: dict = {}  # (stream, pdl) -> launch._Launch
+        self.call = launch._libcuda_launch()
+        self.params_buffer = launch.params_buffer
+        self.launch = launch
+        self.size, self.pack, self.tail = size, pack, tail
+
+    def prepare(self, stream: int, pdl: bool):
+        """The configuration for this stream and PDL setting, made (and the device prepared) on first use."""
+        if len(self.configs) >= 64:  # streams come and go (one per graph capture, per worker): stay bounded
+            self.configs.clear()
+        c = self.configs[(stream, pdl)] = self.launch.prepare(self.kernel, self.device, stream, pdl, self.grid,
+                                                              self.cluster, self.block)
+        return c
+
+
+def _gemm_launch(k, x, weight, out) -> PlanLaunch | None:
+    """A GEMM plan's PlanLaunch, or None where a call goes through launch_gemm: a family without gemm_pack_fixed
+    (its host library packs per call) or whose gemm_pack_fixed declines the kernel (a tiled kernel's tensor maps
+    hold the call's pointers), an empty problem, or no ctypes libcuda (cuda.bindings launches then)."""
+    fixed = getattr(k.family, "gemm_pack_fixed", None)
+    M, K = x.shape
+    N = weight.shape[0]
+    launch = _launch()
+    if fixed is None or not M or not N or launch._libcuda_launch() is None:
+        return None
+    # out None: run_gemm allocates a contiguous [M, N] output, whose row stride is N.
+    packed = fixed(k.entry, M, N, K, x.stride(0), weight.stride(0), N if out is None else out.stride(0))
+    if packed is None:
+        return None
+    pack, tail, grid = packed
+    return PlanLaunch(k, x.get_device(), grid, launch, size=(M, N), pack=pack, tail=tail)
+
+
 @dataclass(frozen=True)
 class GemmPlan:
     out_dtype: torch.dtype
     kernel: object | None   # a launch.LoadedKernel, or None: the torch path
     reason: str | None      # why the torch path on a GPU (logged once); None on a CPU, where torch is the path
     invariant: bool
+    fast: PlanLaunch | None = field(default=None, compare=False, repr=False)  # run_gemm's launch, where it has one
 
 
 @lru_cache(maxsize=None)
@@ -129,7 +175,8 @@ def _make(x, weight, bias, out_dtype, out, invariant: bool, disabled: bool) -> G
     if reason is None:
         kernel, reason = kernel_for(x.device.index, weight.shape[0], x.shape[1], x.shape[0],
                                     _DTYPE_NAME[out_dtype], invariant)
-    return GemmPlan(out_dtype, kernel, reason, invariant)
+    fast = None if kernel is None else _gemm_launch(kernel, x, weight, out)
+    return GemmPlan(out_dtype, kernel, reason, invariant, fast)
 
 
 def clear() -> None:
@@ -178,6 +225,27 @@ def launch_gemm(k, x, weight, bias, out, pdl: bool) -> None:
 
 def run_gemm(p: GemmPlan, x, weight, bias, out, pdl: bool):
     """Execute a plan: the kernel, or (CPU, unsupported GPU or layout, a refused launch) the torch path."""
+    f = p.fast
+    if f is not None and _current_device() == f.device:
+        # The eager common case, launch_gemm inlined with what the plan fixes: the pointers are the call's, the
+        # stream is the current one of this call (graph capture, torch.cuda.stream), the rest is the plan's.
+        dst = x.new_empty(f.size, dtype=p.out_dtype) if out is None else out
+        buf, argv, _ = f.params_buffer()
+        f.pack(buf, 0, x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), dst.data_ptr(),
+               *f.tail)
+        stream = raw_stream(f.device) if _raw_stream_of is None else _raw_stream_of(f.device)
+        c = f.configs.get((stream, pdl))
+        try:
+            if c is None:
+                c = f.prepare(stream, pdl)  # sets the device's kernel attributes the first time: may be refused
+            err = f.call(c.address, c.kernel, argv, None)
+            if not err:
+                return dst
+            f.launch.refused(f.kernel, err)
+        except f.launch.LaunchError as e:  # nothing was enqueued: torch computes it
+            log_once(f"using the torch fallback: {e}")
+        y = torch_gemm(x, weight, bias, p.out_dtype, p.invariant)
+        return y if out is None else out.copy_(y)
     M, N = x.shape[0], weight.shape[0]
     if p.kernel is not None and M and N:
         dst = x.new_empty((M, N), dtype=p.out_dtype) if out is None else out
@@ -238,6 +306,7 @@ class RoutePlan:
     reason: str | None          # why the torch path on a GPU (logged once)
     invariant: bool = False
     consts: object = None       # the kernel's families.route.RouteConsts (flags included): what every launch shares
+    fast: PlanLaunch | None = field(default=None, compare=False, repr=False)  # the route kernel's, for launch_route
 
 
 _ROUTE_PLANS: dict = {}
@@ -302,7 +371,10 @@ def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool,
                               ldw=weight.stride(0) if fused else 0, top_k=a.top_k, mode=fam.MODES[a.scoring],
                               flags=route_flags(a, wide), n_group=a.n_group, topk_group=a.topk_group,
                               scale=a.routed_scaling_factor)
-    return RoutePlan(a, k, gemm_plan, None, invariant, consts)
+    fast = None
+    if M and launch._libcuda_launch() is not None:
+        fast = PlanLaunch(k, x.get_device(), consts.grid, launch, consts.cluster, consts.block)
+    return RoutePlan(a, k, gemm_plan, None, invariant, consts, fast)
 
 
 def torch_route(x, weight, bias, correction_bias, a: RouteArgs):
@@ -318,11 +390,16 @@ def torch_route(x, weight, bias, correction_bias, a: RouteArgs):
 
 def launch_route(p: RoutePlan, x, weight, bias, correction_bias, weights, ids, logits, pdl: bool) -> None:
     """The fused kernel, or the GEMM into logits then the select kernel; LaunchError if the driver refuses."""
-    launch = _launch()
-    dev = x.get_device()
-    if dev != _current_device():
-        with torch.cuda.device(dev):
-            return launch_route(p, x, weight, bias, correction_bias, weights, ids, logits, pdl)
+    f = p.fast
+    if f is not None and _current_device() == f.device:  # the plan knows the device and keeps the configurations
+        launch, dev = f.launch, f.device
+    else:
+        f = None
+        launch = _launch()
+        dev = x.get_device()
+        if dev != _current_device():
+            with torch.cuda.device(dev):
+                return launch_route(p, x, weight, bias, correction_bias, weights, ids, logits, pdl)
     source = ldi = 0
     if p.gemm is not None:  # two kernels: the logits go through global memory
         inter = logits if logits is not None and logits.dtype == p.gemm.out_dtype else \
@@ -337,14 +414,26 @@ def launch_route(p: RoutePlan, x, weight, bias, correction_bias, weights, ids, l
         b_ptr = 0 if bias is None else bias.data_ptr()
         lg_ptr = 0 if logits is None else logits.data_ptr()
     c = p.consts
-    p.kernel.family.pack_route(launch.params_buffer()[0], c, x_ptr, w_ptr, b_ptr,
+    buf, argv, _ = launch.params_buffer()
+    p.kernel.family.pack_route(buf, c, x_ptr, w_ptr, b_ptr,
                                0 if correction_bias is None else correction_bias.data_ptr(), source, lg_ptr,
                                weights.data_ptr(), ids.data_ptr(), ldi, 0 if logits is None else logits.stride(0),
                                weights.stride(0))
     # After our GEMM the select kernel always launches with PDL: the GEMM lets its dependents launch early and the
     # select kernel waits (griddepcontrol.wait) before it reads the logits, so its launch overlaps the GEMM's tail
     # (up to 1.9 us per layer in the decode-layer benchmark); `pdl` is the caller's choice for the first kernel.
-    launch.launch(p.kernel, dev, raw_stream(dev), pdl or p.gemm is not None, c.grid, c.cluster, c.block)
+    pdl = pdl or p.gemm is not None
+    if f is None:
+        launch.launch(p.kernel, dev, raw_stream(dev), pdl, c.grid, c.cluster, c.block)
+        return
+    # launch.launch with what the plan keeps: this call's current stream, the plan's configuration for it.
+    stream = raw_stream(dev) if _raw_stream_of is None else _raw_stream_of(dev)
+    cfg = f.configs.get((stream, pdl))
+    if cfg is None:
+        cfg = f.prepare(stream, pdl)
+    err = f.call(cfg.address, cfg.kernel, argv, None)
+    if err:
+        launch.refused(p.kernel, err)
 
 
 def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool):

@@ -179,6 +179,16 @@ def pack_gemm(k, buf, cap: int, grid_buf, x: int, w: int, bias: int, out: int, M
     return grid(k.entry, M, N)
 
 
+def gemm_pack_fixed(entry, M: int, N: int, K: int, ldx: int, ldw: int, ldo: int):
+    """For a plan, whose shapes and strides are fixed: (pack_into, tail, grid), where pack_into(buf, 0, x, w, bias,
+    out, *tail) writes what pack_gemm writes, so that a call packs its four pointers in one struct call and computes
+    no grid. None for a tiled kernel: its tensor maps hold x's and W's addresses, so pack_gemm encodes them on every
+    call. A family without this function is packed by pack_gemm on every call."""
+    if "smem_bytes" in entry.launch:  # a tiled kernel, as pack_gemm tells them apart
+        return None
+    return PARAMS.pack_into, (ldx, ldw, ldo, M, N, K, 0), grid(entry, M, N)
+
+
 # cuda.h's enum values: CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, _INTERLEAVE_NONE, _SWIZZLE_128B, _L2_PROMOTION_L2_256B,
 # _FLOAT_OOB_FILL_NONE (out-of-bounds elements read as zeros).
 _BF16, _NO_INTERLEAVE, _SWIZZLE_128B, _L2_256B, _OOB_ZEROS = 9, 0, 3, 3, 0

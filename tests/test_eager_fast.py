@@ -1,0 +1,147 @@
+"""The eager fast paths, checked on the CPU (no GPU needed): a plan's kept launch (PlanLaunch) packs and launches
+exactly what launch_gemm / the general launch_route would, on the current stream of each call."""
+import pytest
+import torch
+
+from cutlass_router import dispatch, families, ops, plan
+
+BF16 = torch.bfloat16
+
+
+def rand(*shape):
+    return torch.randn(*shape).to(BF16)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Launches recorded instead of made: the foreign call is a Python function that keeps (config address, kernel
+    handle, the packed parameter bytes); CPU tensors' device (-1) is the current one; streams come from `stream`."""
+    launch = pytest.importorskip("cutlass_router.launch")
+    calls, stream = [], [7]
+
+    def call(address, kernel, argv, extra):  # 384 bytes: SplitKTiledParams, tensor maps included
+        calls.append((address, kernel, bytes(launch.params_buffer()[0][:384])))
+        return 0
+
+    monkeypatch.setattr(launch, "_libcuda_launch", lambda: call)
+    monkeypatch.setattr(plan, "_current_device", lambda: -1)
+    monkeypatch.setattr(plan, "_raw_stream_of", lambda dev: stream[0])
+    monkeypatch.setattr(plan, "sm_count", lambda dev: 132)
+    return launch, calls, stream
+
+
+def fake_kernel(launch, symbol):
+    from cutlass_router.manifest import entry
+
+    e = entry(symbol)
+    fam = families.of(e.family)
+    block, cluster, smem = fam.geometry(e, None)
+    k = launch.LoadedKernel(e, fam, None, 0x1234, block, cluster, smem, "fake")
+    k.devices.add(-1)  # nothing to set on the "device" of CPU tensors
+    return k
+
+
+@pytest.mark.parametrize("with_out", [False, True])
+def test_a_gemm_plan_launches_what_launch_gemm_launches(recorded, with_out):
+    launch, calls, stream = recorded
+    M, N, K = 3, 40, 64
+    x = rand(M, 2 * K)[:, :K]  # a row stride that is not K
+    w, b = rand(N, K), rand(N)
+    out = torch.empty(M, N + 8, dtype=BF16)[:, :N] if with_out else None
+    k = fake_kernel(launch, dispatch.choose(N, K, M, "bf16"))
+    fast = plan._gemm_launch(k, x, w, out)
+    assert fast is not None
+    p = plan.GemmPlan(BF16, k, None, False, fast)
+    for pdl, s in ((False, 7), (True, 7), (False, 9), (False, 7)):
+        stream[0] = s
+        y = plan.run_gemm(p, x, w, b, out, pdl)
+        assert y.shape == (M, N) and (y is out if with_out else y.is_contiguous())
+        fast_call = calls.pop()
+        launch.params_buffer()[0][:384] = bytes(384)
+        plan.launch_gemm(k, x, w, b, y, pdl)  # the general path, recorded the same way
+        assert calls.pop() == fast_call, (pdl, s)
+        cfg = next(c for c in k.configs.values() if c.address == fast_call[0])
+        assert cfg.config.hStream == s and cfg.config.numAttrs == 1 + pdl  # the cluster, and PDL when asked
+    assert len(fast.configs) == 3  # one per (stream, PDL) seen
+
+
+def test_a_refused_gemm_launch_falls_back_to_torch(recorded, monkeypatch, caplog):
+    launch, calls, _ = recorded
+    monkeypatch.setattr(launch, "_libcuda_launch", lambda: lambda *args: 700)
+
+    def refused(k, err):
+        raise launch.LaunchError(f"launch refused for the test ({err})")
+
+    monkeypatch.setattr(launch, "refused", refused)
+    x, w, b = rand(2, 64), rand(16, 64), rand(16)
+    k = fake_kernel(launch, dispatch.choose(16, 64, 2, "bf16"))
+    p = plan.GemmPlan(BF16, k, None, False, plan._gemm_launch(k, x, w, None))
+    with caplog.at_level("WARNING", logger="cutlass_router"):
+        y = plan.run_gemm(p, x, w, b, None, False)
+    assert torch.equal(y, plan.torch_gemm(x, w, b, BF16))
+    assert "launch refused for the test (700)" in caplog.text
+
+
+def test_a_tiled_kernel_keeps_no_launch(recorded, monkeypatch):
+    """A tiled kernel's parameters hold the TMA tensor maps of x and W, which embed their addresses: its plan keeps no
+    launch, and every call goes through launch_gemm, which encodes both maps for that call's tensors."""
+    import ctypes
+
+    from cutlass_router.families import splitk_mma
+
+    launch, calls, _ = recorded
+    encoded = []
+
+    def encode(at, dtype, rank, ptr, *rest):  # a stand-in map: the matrix's address, 16 times
+        encoded.append(ptr)
+        ctypes.memmove(at, ptr.to_bytes(8, "little") * 16, 128)
+        return 0
+
+    monkeypatch.setattr(splitk_mma, "_encode_tiled", lambda: encode)
+    M, N, K = 512, 128, 2880
+    k = fake_kernel(launch, dispatch.choose_invariant(N, K, M, "bf16"))
+    assert "smem_bytes" in k.entry.launch  # a tiled kernel
+    w, b = rand(N, K), rand(N)
+    xs = [torch.empty(M, K, dtype=BF16) for _ in range(2)]
+    assert splitk_mma.gemm_pack_fixed(k.entry, M, N, K, K, K, N) is None
+    assert plan._gemm_launch(k, xs[0], w, None) is None
+    p = plan.GemmPlan(BF16, k, None, True, None)
+    for x in xs:
+        plan.run_gemm(p, x, w, b, None, False)
+    assert encoded == [w.data_ptr(), xs[0].data_ptr(), w.data_ptr(), xs[1].data_ptr()]
+    (w0, x0), (w1, x1) = [(c[2][128:256], c[2][256:384]) for c in calls]  # splitk_mma.TILED_MAPS
+    assert w0 == w1 and x0 != x1 and x1 == xs[1].data_ptr().to_bytes(8, "little") * 16
+
+
+@pytest.mark.parametrize("two_kernels", [False, True])
+@pytest.mark.parametrize("pdl", [False, True])
+def test_a_route_plan_launches_what_the_general_path_launches(recorded, monkeypatch, two_kernels, pdl):
+    import dataclasses
+
+    from cutlass_router.families import route as fam
+
+    launch, calls, stream = recorded
+    gemms = []
+    monkeypatch.setattr(plan, "launch_gemm", lambda k, x_, w_, b_, out, p: gemms.append((k, p, out.data_ptr())))
+    M, N, K = 5, 32, 64
+    x, w, b = rand(M, K), rand(N, K), rand(N)
+    a = ops._args(4, "topk_softmax", False, 1, 1, 1.0, "bf16", BF16, torch.float32, torch.int32)
+    symbol = fam.select_symbol(N, "topk_softmax") if two_kernels else dispatch.choose_route(N, K, M)
+    k = fake_kernel(launch, symbol)
+    assert k.entry.config["select_only"] == two_kernels
+    c = fam.route_consts(k.entry, M=M, N=N, K=K, ldx=0 if two_kernels else K, ldw=0 if two_kernels else K,
+                         top_k=4, mode=0, flags=plan.route_flags(a), n_group=1, topk_group=1, scale=1.0)
+    gemm = plan.GemmPlan(BF16, "the gemm kernel", None, False) if two_kernels else None
+    fast = plan.PlanLaunch(k, -1, c.grid, launch, c.cluster, c.block)
+    p = plan.RoutePlan(a, k, gemm, None, False, c, fast)
+    weights, ids, logits = torch.empty(M, 4), torch.empty(M, 4, dtype=torch.int32), torch.empty(M, N, dtype=BF16)
+    for s in (7, 9):
+        stream[0] = s
+        plan.launch_route(p, x, w, b, None, weights, ids, logits, pdl)
+        plan.launch_route(dataclasses.replace(p, fast=None), x, w, b, None, weights, ids, logits, pdl)
+        general = calls.pop()
+        assert calls.pop() == general
+        cfg = next(c for c in k.configs.values() if c.address == general[0])
+        assert cfg.config.hStream == s
+        assert (cfg.config.numAttrs == 2) == (pdl or two_kernels)  # the select kernel always follows with PDL
+    assert len(gemms) == (4 if two_kernels else 0)
