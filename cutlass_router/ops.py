@@ -13,6 +13,11 @@ import torch
 
 from . import env, plan, validate
 
+# Bound once: each is called on every eager call, and a module attribute lookup costs a dict lookup per dot.
+_flag, _PDL, _BATCH_INVARIANT = env.flag, env.PDL, env.BATCH_INVARIANT
+_is_compiling = torch.compiler.is_compiling  # the same function object: dynamo still folds it to True
+_grad_enabled = torch.is_grad_enabled
+
 
 def check_switch(name: str, value) -> None:
     """A per-call switch is True, False or None (the environment's default); anything else is a TypeError, so
@@ -29,9 +34,16 @@ def switch(name: str, value, env_name: str) -> bool:
 
 def _gemm(x, weight, bias, out_dtype, out, pdl, batch_invariant):
     """The ops' body: plan (cached), then the kernel or the torch path."""
-    pdl = switch("pdl", pdl, env.PDL)
-    p = plan.gemm(x, weight, bias, out_dtype, out, switch("batch_invariant", batch_invariant, env.BATCH_INVARIANT))
-    return plan.run_gemm(p, x, weight, bias, out, pdl)
+    # switch() inlined for None, True and False (two calls fewer per call); any other value goes to it and raises.
+    if pdl is None:
+        pdl = _flag(_PDL)
+    elif pdl is not True and pdl is not False:
+        check_switch("pdl", pdl)
+    if batch_invariant is None:
+        batch_invariant = _flag(_BATCH_INVARIANT)
+    elif batch_invariant is not True and batch_invariant is not False:
+        check_switch("batch_invariant", batch_invariant)
+    return plan.run_gemm(plan.gemm(x, weight, bias, out_dtype, out, batch_invariant), x, weight, bias, out, pdl)
 
 
 def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl: Optional[bool] = None,
@@ -99,8 +111,7 @@ class _RouterGemmGrad(torch.autograd.Function):
 
 
 def _router_gemm_autograd(keyset, x, weight, bias=None, out_dtype=None, pdl=None, batch_invariant=None):
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (bias is not None and bias.requires_grad)):
+    if _grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _RouterGemmGrad.apply(x, weight, bias, out_dtype, pdl, batch_invariant)
     with torch._C._AutoDispatchBelowAutograd():
         return _ROUTER_GEMM.redispatch(keyset & _BELOW_AUTOGRAD, x, weight, bias, out_dtype, pdl, batch_invariant)
@@ -140,12 +151,16 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 def needs_dispatcher(*tensors) -> bool:
     """True unless every argument is a plain tensor or an nn.Parameter (or None), nothing is to be differentiated,
     and nothing is being traced: then an op's body can run without the dispatcher's Python round trip."""
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return True
-    grad = torch.is_grad_enabled()
-    for t in tensors:
-        if t is not None and (type(t) not in _PLAIN_TYPES or (grad and t.requires_grad)):
-            return True
+    if _grad_enabled():
+        for t in tensors:
+            if t is not None and (type(t) not in _PLAIN_TYPES or t.requires_grad):
+                return True
+    else:  # under no_grad (generate, serving) requires_grad does not matter: one check per tensor
+        for t in tensors:
+            if t is not None and type(t) not in _PLAIN_TYPES:
+                return True
     return False
 
 
@@ -171,8 +186,10 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     In eager mode on plain tensors the op's body is called directly: the dispatcher's Python round trip costs
     more than the kernel. Under torch.compile, autograd or tensor subclasses it goes through torch.ops.
     """
-    check_switch("pdl", pdl)
-    check_switch("batch_invariant", batch_invariant)
+    if pdl is not None and pdl is not True and pdl is not False:  # check_switch's test inline: it raises
+        check_switch("pdl", pdl)
+    if batch_invariant is not None and batch_invariant is not True and batch_invariant is not False:
+        check_switch("batch_invariant", batch_invariant)
     if out is not None:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
@@ -209,9 +226,15 @@ class RouteResult(NamedTuple):
 
 def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
     """The route ops' body: plan (cached), then the kernels or the torch path."""
-    pdl = switch("pdl", pdl, env.PDL)
-    p = plan.route(x, weight, bias, correction_bias, a, switch("batch_invariant", batch_invariant,
-                                                                env.BATCH_INVARIANT))
+    if pdl is None:  # switch() inlined, as in _gemm
+        pdl = _flag(_PDL)
+    elif pdl is not True and pdl is not False:
+        check_switch("pdl", pdl)
+    if batch_invariant is None:
+        batch_invariant = _flag(_BATCH_INVARIANT)
+    elif batch_invariant is not True and batch_invariant is not False:
+        check_switch("batch_invariant", batch_invariant)
+    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant)
     return plan.run_route(p, x, weight, bias, correction_bias, out, pdl)
 
 
@@ -315,8 +338,10 @@ def route(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = 
       the select kernel follows the GEMM with PDL whatever pdl says (it waits for the logits; the overlap saved
       up to 1.9 us per layer in the decode-layer benchmark).
     """
-    check_switch("pdl", pdl)
-    check_switch("batch_invariant", batch_invariant)
+    if pdl is not None and pdl is not True and pdl is not False:  # check_switch's test inline: it raises
+        check_switch("pdl", pdl)
+    if batch_invariant is not None and batch_invariant is not True and batch_invariant is not False:
+        check_switch("batch_invariant", batch_invariant)
     if return_logits and logits_dtype is None:
         logits_dtype = torch.bfloat16
     if not isinstance(x, torch.Tensor) or x.ndim == 0:
