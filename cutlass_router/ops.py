@@ -110,9 +110,29 @@ class _RouterGemmGrad(torch.autograd.Function):
         return _backward(ctx, grad)
 
 
+def _keys(*keys) -> int:
+    ks = torch._C.DispatchKeySet(keys[0])
+    for k in keys[1:]:
+        ks = ks.add(k)
+    return ks.raw_repr()
+
+
+# What remains of a call's dispatch keys below autograd when its tensors are plain dense CPU or CUDA tensors, with
+# ADInplaceOrView (absent for inference tensors; a fallthrough for custom ops) and nothing else: no Python key (a
+# subclass, a TorchDispatchMode, fake tensors, functional tensors), no Functionalize, no Conjugate/Negative views,
+# no functorch wrappers, no PythonDispatcher. Then the redispatch would reach the CompositeExplicitAutograd body next.
+_BELOW_AUTOGRAD_RAW = _BELOW_AUTOGRAD.raw_repr()
+_K = torch._C.DispatchKey
+_DIRECT = frozenset(_keys(backend, *more) for backend in (_K.CPU, _K.CUDA) for more in ((), (_K.ADInplaceOrView,)))
+
+
 def _router_gemm_autograd(keyset, x, weight, bias=None, out_dtype=None, pdl=None, batch_invariant=None):
     if _grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
         return _RouterGemmGrad.apply(x, weight, bias, out_dtype, pdl, batch_invariant)
+    if keyset.raw_repr() & _BELOW_AUTOGRAD_RAW in _DIRECT:
+        # Nothing between here and the body (see _DIRECT): call it, instead of a redispatch that crosses into C++
+        # and back into Python for the same function (about 2 us per torch.ops call on the CPU-stubbed path).
+        return _gemm(x, weight, bias, out_dtype, None, pdl, batch_invariant)
     with torch._C._AutoDispatchBelowAutograd():
         return _ROUTER_GEMM.redispatch(keyset & _BELOW_AUTOGRAD, x, weight, bias, out_dtype, pdl, batch_invariant)
 

@@ -1,7 +1,12 @@
 """The eager fast paths, checked on the CPU (no GPU needed): a plan's kept launch (PlanLaunch) packs and launches
-exactly what launch_gemm / the general launch_route would, on the current stream of each call."""
+exactly what launch_gemm / the general launch_route would, on the current stream of each call; the router_gemm op's
+autograd kernel calls the body directly only for plain dense tensors and redispatches otherwise."""
+import sys
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cutlass_router import dispatch, families, ops, plan
 
@@ -145,3 +150,51 @@ def test_a_route_plan_launches_what_the_general_path_launches(recorded, monkeypa
         assert cfg.config.hStream == s
         assert (cfg.config.numAttrs == 2) == (pdl or two_kernels)  # the select kernel always follows with PDL
     assert len(gemms) == (4 if two_kernels else 0)
+
+
+def test_the_autograd_kernel_calls_the_body_only_for_plain_tensors(monkeypatch):
+    """Plain dense tensors: the autograd kernel runs the body itself (no redispatch). Anything that a kernel below
+    autograd must see first (a TorchDispatchMode, a negative view, functionalization) goes through the redispatch,
+    and every result is the one the body gives."""
+    callers = []
+    real = ops._gemm
+
+    def spy(*args):
+        callers.append(sys._getframe(1).f_code.co_name)
+        return real(*args)
+
+    monkeypatch.setattr(ops, "_gemm", spy)
+    x, w, b = rand(3, 64), rand(16, 64), rand(16)
+    ref = plan.torch_gemm(x, w, b, BF16)
+    op = torch.ops.cutlass_router.router_gemm
+
+    assert torch.equal(op(x, w, b), ref) and callers[-1] == "_router_gemm_autograd"
+    with torch.inference_mode():  # no autograd keys: the dispatcher calls the body, as before
+        assert torch.equal(op(x, w, b), ref) and callers[-1] == "_router_gemm_body"
+    with torch.no_grad():
+        assert torch.equal(op(x, torch.nn.Parameter(w), b), ref) and callers[-1] == "_router_gemm_autograd"
+
+    class Seen(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    with Seen() as mode:
+        assert torch.equal(op(x, w, b), ref)
+    assert op.default in mode.ops and callers[-1] == "_router_gemm_body"
+
+    neg = (-x)._neg_view()  # reads as x; the Negative fallback materializes it before the body
+    assert torch.equal(op(neg, w, b), ref) and callers[-1] == "_router_gemm_body"
+
+    before = len(callers)  # functionalization unwraps, then calls the op again on plain tensors: one body call
+    y = torch.func.functionalize(lambda t: op(t, w, b))(x)
+    assert torch.equal(y, ref) and len(callers) == before + 1
+
+    wg = w.clone().requires_grad_()
+    y = op(x, wg, b, torch.float32)
+    y.sum().backward()
+    assert torch.allclose(wg.grad.float(), F.linear(torch.ones(16, 3), x.float().t()).to(BF16).float())
