@@ -72,6 +72,7 @@ def main(argv=None):
     k = p_.kernel
     parts.update({
         "  plan.gemm (the cached plan)": lambda: plan.gemm(x, w, b, None, None, False),
+        "  plan.run_gemm (the plan's launch + alloc)": lambda: plan.run_gemm(p_, x, w, b, None, False),
         "  plan.launch_gemm (pack + launch)": lambda: plan.launch_gemm(k, x, w, b, out, True),
         "  launch.launch (the foreign call)": lambda: launch.launch(k, 0, plan.raw_stream(0), True, (8, 1, 1)),
         "  x.new_empty": lambda: x.new_empty((1, N)),
