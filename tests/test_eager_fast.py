@@ -46,14 +46,15 @@ def fake_kernel(launch, symbol):
     return k
 
 
+@pytest.mark.parametrize("symbol", ["crt_splitk_bf16_w4_c16_e1_t1_u1", "crt_gemv_bf16_r1_m2_v2_t192"])
 @pytest.mark.parametrize("with_out", [False, True])
-def test_a_gemm_plan_launches_what_launch_gemm_launches(recorded, with_out):
+def test_a_gemm_plan_launches_what_launch_gemm_launches(recorded, with_out, symbol):
     launch, calls, stream = recorded
     M, N, K = 3, 40, 64
     x = rand(M, 2 * K)[:, :K]  # a row stride that is not K
     w, b = rand(N, K), rand(N)
     out = torch.empty(M, N + 8, dtype=BF16)[:, :N] if with_out else None
-    k = fake_kernel(launch, dispatch.choose(N, K, M, "bf16"))
+    k = fake_kernel(launch, symbol)
     fast = plan._gemm_launch(k, x, w, out)
     assert fast is not None
     p = plan.GemmPlan(BF16, k, None, False, fast)
@@ -66,7 +67,8 @@ def test_a_gemm_plan_launches_what_launch_gemm_launches(recorded, with_out):
         plan.launch_gemm(k, x, w, b, y, pdl)  # the general path, recorded the same way
         assert calls.pop() == fast_call, (pdl, s)
         cfg = next(c for c in k.configs.values() if c.address == fast_call[0])
-        assert cfg.config.hStream == s and cfg.config.numAttrs == 1 + pdl  # the cluster, and PDL when asked
+        # the cluster (none for the GEMV), and PDL when asked
+        assert cfg.config.hStream == s and cfg.config.numAttrs == (k.cluster != (1, 1, 1)) + pdl
     assert len(fast.configs) == 3  # one per (stream, PDL) seen
 
 

@@ -89,3 +89,9 @@ def pack_gemm(k, buf, cap: int, grid_buf, x: int, w: int, bias: int, out: int, M
     """Write SplitKParams into buf; return the grid."""
     splitk_mma.PARAMS.pack_into(buf, 0, x, w, bias, out, ldx, ldw, ldo, M, N, K, 0)
     return grid(k.entry, M, N)
+
+
+def gemm_pack_fixed(entry, M: int, N: int, K: int, ldx: int, ldw: int, ldo: int):
+    """For a plan: what pack_gemm writes but the four pointers, and the grid (splitk_mma.gemm_pack_fixed). The
+    first decode rungs run this family, where a call's Python cost weighs the most."""
+    return splitk_mma.PARAMS.pack_into, (ldx, ldw, ldo, M, N, K, 0), grid(entry, M, N)
