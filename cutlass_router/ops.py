@@ -170,16 +170,21 @@ _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
 
 def needs_dispatcher(*tensors) -> bool:
     """True unless every argument is a plain tensor or an nn.Parameter (or None), nothing is to be differentiated,
-    and nothing is being traced: then an op's body can run without the dispatcher's Python round trip."""
+    nothing is a negative view, and nothing is being traced: then an op's body can run without the dispatcher's
+    Python round trip.
+
+    A negative view (x._neg_view()) stores the un-negated values, which is what a kernel reads (or writes) at its
+    pointer; the dispatcher's Negative fallback materializes it first. The conjugate bit needs no check: only
+    complex tensors carry it, and every argument is refused for its dtype (TypeError) on either path."""
     if _is_compiling():
         return True
     if _grad_enabled():
         for t in tensors:
-            if t is not None and (type(t) not in _PLAIN_TYPES or t.requires_grad):
+            if t is not None and (type(t) not in _PLAIN_TYPES or t.requires_grad or t.is_neg()):
                 return True
-    else:  # under no_grad (generate, serving) requires_grad does not matter: one check per tensor
+    else:  # under no_grad (generate, serving) requires_grad does not matter
         for t in tensors:
-            if t is not None and type(t) not in _PLAIN_TYPES:
+            if t is not None and (type(t) not in _PLAIN_TYPES or t.is_neg()):
                 return True
     return False
 
@@ -204,7 +209,8 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     batch_invariant=True makes row i's bits independent of M and of the other rows (default: off, or
     $CUTLASS_ROUTER_BATCH_INVARIANT): kernels of one summation order serve every M, slower above decode sizes.
     In eager mode on plain tensors the op's body is called directly: the dispatcher's Python round trip costs
-    more than the kernel. Under torch.compile, autograd or tensor subclasses it goes through torch.ops.
+    more than the kernel. Under torch.compile, autograd, tensor subclasses or negative views it goes through torch.ops
+    (out must not be a negative view: ValueError).
     """
     if pdl is not None and pdl is not True and pdl is not False:  # check_switch's test inline: it raises
         check_switch("pdl", pdl)
@@ -386,6 +392,8 @@ def route(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = 
             flat.append(t.view(-1, t.shape[-1]))
         refuse_out_with_grad(weights, x, weight, bias)
         if needs_dispatcher(x2, weight, bias, correction_bias, *[t for t in flat if t is not None]):
+            for name, t in zip(("weights", "ids", "logits"), flat):  # the fallback would fail on them, less clearly
+                validate.refuse_negative_view(f"out's {name}", t)
             torch.ops.cutlass_router.route_out(x2, weight, bias, top_k, scoring, renormalize, n_group, topk_group,
                                                correction_bias, routed_scaling_factor, logit_precision, *flat,
                                                pdl, batch_invariant)

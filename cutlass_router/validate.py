@@ -50,7 +50,17 @@ def check_args(x, weight, bias, out_dtype, out=None) -> torch.dtype:
             raise ValueError(f"out must have shape {want} ([tokens, experts]), got {tuple(out.shape)}")
         if out.device != x.device:
             raise ValueError(f"out is on {out.device} but x is on {x.device}; allocate out on x's device")
+        refuse_negative_view("out", out)
     return out_dtype
+
+
+def refuse_negative_view(name, t) -> None:
+    """An output must not be a negative view: a kernel would write its stored values, which read negated, and torch's
+    Negative fallback (which materializes the inputs) cannot write through an out= op that returns nothing. Not
+    checked while torch.compile traces: dynamo does not support is_neg."""
+    if t is not None and not torch.compiler.is_compiling() and t.is_neg():
+        raise ValueError(f"{name} must not be a negative view (its stored values read negated); write into a plain "
+                         f"tensor and negate that")
 
 
 def kernel_blocker(x: torch.Tensor, weight: torch.Tensor, bias, out=None) -> str | None:

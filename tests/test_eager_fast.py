@@ -200,3 +200,61 @@ def test_the_autograd_kernel_calls_the_body_only_for_plain_tensors(monkeypatch):
     y = op(x, wg, b, torch.float32)
     y.sum().backward()
     assert torch.allclose(wg.grad.float(), F.linear(torch.ones(16, 3), x.float().t()).to(BF16).float())
+
+
+def test_negative_views_go_through_the_dispatcher(monkeypatch):
+    """A negative view stores the un-negated values, which a kernel would read (or write) at its pointer: the direct
+    eager path leaves it to the dispatcher, whose Negative fallback materializes it, so the ops' bodies (where the
+    kernels launch) never see one. On the CPU the torch path reads views correctly either way: hence the spy."""
+    import cutlass_router as cr
+
+    def tensors(args):
+        for a in args:
+            if isinstance(a, (tuple, list)):
+                yield from tensors(a)
+            elif isinstance(a, torch.Tensor):
+                yield a
+
+    negs = []
+    for name in ("_gemm", "_route"):
+        def spy(*args, real=getattr(ops, name)):
+            negs.append(any(t.is_neg() for t in tensors(args)))
+            return real(*args)
+
+        monkeypatch.setattr(ops, name, spy)
+    x, w, b = rand(3, 64), rand(16, 64), rand(16)
+    for xs, ws in (((-x)._neg_view(), w), (x, (-w)._neg_view())):  # read as x and w, store -x or -w
+        xm, wm = xs.resolve_neg(), ws.resolve_neg()
+        ref = F.linear(xm.float(), wm.float(), b.float())
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                assert ops.needs_dispatcher(xs, ws, b, None)
+                y = cr.router_gemm(xs, ws, b)
+                assert torch.equal(y, cr.router_gemm(xm, wm, b))
+                assert torch.allclose(y.float(), ref, atol=1e-2, rtol=1e-2)
+                r = cr.route(xs, ws, b, 4, return_logits=True)
+                rm = cr.route(xm, wm, b, 4, return_logits=True)
+                assert all(torch.equal(u, v) for u, v in zip(r, rm))
+                assert torch.allclose(r.logits.float(), ref, atol=1e-2, rtol=1e-2)
+    assert negs and not any(negs)
+    out = torch.zeros(3, 16, dtype=BF16)._neg_view()  # a kernel would write what it stores: refused, say why
+    assert ops.needs_dispatcher(x, w, b, out)
+    with pytest.raises(ValueError, match="out must not be a negative view"):
+        cr.router_gemm(x, w, b, out=out)
+    with pytest.raises(ValueError, match="out's ids must not be a negative view"):
+        cr.route(x, w, b, 4, out=(torch.empty(3, 4), torch.empty(3, 4, dtype=torch.int32)._neg_view()))
+    with pytest.raises(TypeError, match="bfloat16"):  # a conjugate view is complex: refused either way
+        cr.router_gemm(torch.randn(3, 64, dtype=torch.complex64).conj(), w, b)
+
+
+def test_out_is_checked_for_negative_views_only_in_eager_mode():
+    """Dynamo does not trace Tensor.is_neg: out= under torch.compile(fullgraph=True) skips that check."""
+    import cutlass_router as cr
+
+    x, w, b = rand(5, 64), rand(16, 64), rand(16)
+    gemm = torch.compile(lambda t, o: cr.router_gemm(t, w, b, out=o), fullgraph=True, backend="eager")
+    route = torch.compile(lambda t, o: cr.route(t, w, b, 4, out=o), fullgraph=True, backend="eager")
+    with torch.no_grad():
+        assert torch.equal(gemm(x, torch.empty(5, 16, dtype=BF16)), cr.router_gemm(x, w, b))
+        got, want = route(x, (torch.empty(5, 4), torch.empty(5, 4, dtype=torch.int32))), cr.route(x, w, b, 4)
+    assert torch.equal(got.weights, want.weights) and torch.equal(got.ids, want.ids)
