@@ -229,25 +229,30 @@ def launch_gemm(k, x, weight, bias, out, pdl: bool) -> None:
     launch.launch(k, dev, raw_stream(dev), pdl, grid)
 
 
+def fast_gemm(f: PlanLaunch, x, weight, bias, dst, pdl: bool) -> None:
+    """launch_gemm inlined with what a plan fixes (its PlanLaunch; dst's row stride the plan's): the pointers are
+    the call's, the stream is the current one of this call (graph capture, torch.cuda.stream), the rest is the
+    plan's. LaunchError if refused (nothing enqueued)."""
+    buf, argv, _ = f.params_buffer()
+    f.pack(buf, 0, x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), dst.data_ptr(), *f.tail)
+    stream = raw_stream(f.device) if _raw_stream_of is None else _raw_stream_of(f.device)
+    c = f.configs.get((stream, pdl))
+    if c is None:
+        c = f.prepare(stream, pdl)  # sets the device's kernel attributes the first time: may be refused
+    err = f.call(c.address, c.kernel, argv, None)
+    if err:
+        f.launch.refused(f.kernel, err)
+
+
 def run_gemm(p: GemmPlan, x, weight, bias, out, pdl: bool):
     """Execute a plan: the kernel, or (CPU, unsupported GPU or layout, a refused launch) the torch path."""
     f = p.fast
     if f is not None and _current_device() == f.device:
-        # The eager common case, launch_gemm inlined with what the plan fixes: the pointers are the call's, the
-        # stream is the current one of this call (graph capture, torch.cuda.stream), the rest is the plan's.
+        # The eager common case: launch_gemm with what the plan fixes.
         dst = x.new_empty(f.size, dtype=p.out_dtype) if out is None else out
-        buf, argv, _ = f.params_buffer()
-        f.pack(buf, 0, x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), dst.data_ptr(),
-               *f.tail)
-        stream = raw_stream(f.device) if _raw_stream_of is None else _raw_stream_of(f.device)
-        c = f.configs.get((stream, pdl))
         try:
-            if c is None:
-                c = f.prepare(stream, pdl)  # sets the device's kernel attributes the first time: may be refused
-            err = f.call(c.address, c.kernel, argv, None)
-            if not err:
-                return dst
-            f.launch.refused(f.kernel, err)
+            fast_gemm(f, x, weight, bias, dst, pdl)
+            return dst
         except f.launch.LaunchError as e:  # nothing was enqueued: torch computes it
             log_once(f"using the torch fallback: {e}")
         y = torch_gemm(x, weight, bias, p.out_dtype, p.invariant)
@@ -412,7 +417,11 @@ def launch_route(p: RoutePlan, x, weight, bias, correction_bias, weights, ids, l
     if p.gemm is not None:  # two kernels: the logits go through global memory
         inter = logits if logits is not None and logits.dtype == p.gemm.out_dtype else \
             x.new_empty((x.shape[0], weight.shape[0]), dtype=p.gemm.out_dtype)
-        launch_gemm(p.gemm.kernel, x, weight, bias, inter, pdl)
+        g = p.gemm.fast  # made for a contiguous output (the GEMM plan's out is None): its row stride is N
+        if g is not None and g.device == dev and inter.stride(0) == g.size[1]:
+            fast_gemm(g, x, weight, bias, inter, pdl)
+        else:
+            launch_gemm(p.gemm.kernel, x, weight, bias, inter, pdl)
         source, ldi = inter.data_ptr(), inter.stride(0)
         if logits is not None and inter is not logits:
             logits.copy_(inter)

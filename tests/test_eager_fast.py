@@ -258,3 +258,34 @@ def test_out_is_checked_for_negative_views_only_in_eager_mode():
         assert torch.equal(gemm(x, torch.empty(5, 16, dtype=BF16)), cr.router_gemm(x, w, b))
         got, want = route(x, (torch.empty(5, 4), torch.empty(5, 4, dtype=torch.int32))), cr.route(x, w, b, 4)
     assert torch.equal(got.weights, want.weights) and torch.equal(got.ids, want.ids)
+
+
+@pytest.mark.parametrize("strided_logits", [False, True])
+def test_route_s_gemm_takes_its_plan_s_kept_launch(recorded, monkeypatch, strided_logits):
+    """GEMM + select: the GEMM goes through the GEMM plan's kept launch, packing what launch_gemm would; where the
+    logits it writes have another row stride than the plan's contiguous output, through launch_gemm itself."""
+    from cutlass_router.families import route as fam
+
+    launch, calls, stream = recorded
+    general = plan.launch_gemm
+    used = []
+    monkeypatch.setattr(plan, "launch_gemm", lambda *args: used.append(args[-2].stride(0)) or general(*args))
+    M, N, K = 3, 32, 64
+    x, w, b = rand(M, K), rand(N, K), rand(N)
+    a = ops._args(4, "topk_softmax", False, 1, 1, 1.0, "bf16", torch.float32, torch.float32, torch.int32)
+    gk = fake_kernel(launch, "crt_gemv_f32_r1_m2_v2_t192")
+    gemm = plan.GemmPlan(torch.float32, gk, None, False, plan._gemm_launch(gk, x, w, None))
+    sk = fake_kernel(launch, fam.select_symbol(N, "topk_softmax"))
+    c = fam.route_consts(sk.entry, M=M, N=N, K=K, ldx=0, ldw=0, top_k=4, mode=0, flags=plan.route_flags(a, True),
+                         n_group=1, topk_group=1, scale=1.0)
+    p = plan.RoutePlan(a, sk, gemm, None, False, c, plan.PlanLaunch(sk, -1, c.grid, launch, c.cluster, c.block))
+    logits = torch.empty(M, N + 8)[:, :N] if strided_logits else torch.empty(M, N)
+    weights, ids = torch.empty(M, 4), torch.empty(M, 4, dtype=torch.int32)
+    launch.params_buffer()[0][:384] = bytes(384)  # recorded bytes past the parameters: the same on both paths
+    plan.launch_route(p, x, w, b, None, weights, ids, logits, False)
+    assert used == ([N + 8] if strided_logits else [])
+    gemm_call = calls[0]
+    launch.params_buffer()[0][:384] = bytes(384)
+    general(gk, x, w, b, logits, False)  # what the general path launches for the same output
+    assert calls[-1] == gemm_call
+    assert len(calls) == 3  # the GEMM, the select kernel, the comparison
