@@ -260,7 +260,10 @@ def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
         batch_invariant = _flag(_BATCH_INVARIANT)
     elif batch_invariant is not True and batch_invariant is not False:
         check_switch("batch_invariant", batch_invariant)
-    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant)
+    # out= allocates nothing at decode sizes: unless out brings a logits buffer the GEMM can write (its dtype: fp32
+    # when choosing on fp32 logits), the plan takes a fused kernel where the tuned table would run GEMM + select.
+    alloc_free = out is not None and (out[2] is None or (out[2].dtype == torch.bfloat16 and a.logit_precision == "fp32"))
+    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, alloc_free=alloc_free)
     return plan.run_route(p, x, weight, bias, correction_bias, out, pdl)
 
 

@@ -280,3 +280,27 @@ def test_a_select_spec_names_a_router_and_a_slot_count(kw):
 
     with pytest.raises(ValueError, match="mode must be one of"):
         RouteSpec(**kw)
+
+
+def test_out_without_a_logits_buffer_asks_for_a_fused_kernel_at_decode_sizes(monkeypatch):
+    """route(out=...) allocates nothing at decode sizes: where the tuned table runs GEMM + select (whose logits need
+    a buffer), a call whose out brings none for the GEMM's dtype gets a fused kernel instead."""
+    import cutlass_router as cr
+    from cutlass_router import dispatch, plan
+
+    N, K = 128, 2880
+    assert dispatch.choose_route(N, K, 16) == dispatch.GEMM_THEN_SELECT  # what the table says (tuned/sm_90a.json)
+    fused = dispatch.choose_route(N, K, 16, alloc_free=True)
+    assert fused != dispatch.GEMM_THEN_SELECT and fused in dispatch.reachable()
+    assert dispatch.choose_route(N, K, 1000, alloc_free=True) == dispatch.GEMM_THEN_SELECT  # above decode sizes
+    seen = []
+    real = plan.route
+    monkeypatch.setattr(plan, "route", lambda *a, **kw: seen.append(kw.get("alloc_free")) or real(*a, **kw))
+    x, w, b = torch.randn(3, 64).bfloat16(), torch.randn(8, 64).bfloat16(), torch.randn(8).bfloat16()
+    w_, i_ = torch.empty(3, 2), torch.empty(3, 2, dtype=torch.int32)
+    cr.route(x, w, b, 2)
+    cr.route(x, w, b, 2, out=(w_, i_))
+    cr.route(x, w, b, 2, out=(w_, i_, torch.empty(3, 8, dtype=torch.bfloat16)))  # the GEMM writes there
+    cr.route(x, w, b, 2, logit_precision="fp32", out=(w_, i_, torch.empty(3, 8, dtype=torch.bfloat16)))  # not fp32
+    cr.route(x, w, b, 2, logit_precision="fp32", out=(w_, i_, torch.empty(3, 8)))
+    assert seen == [False, True, False, True, False]

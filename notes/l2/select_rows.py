@@ -23,7 +23,7 @@ import triton_peers as tp  # noqa: E402
 ROWS = [None]
 _orig = fam.select_rows
 fam.select_rows = lambda mode, M: ROWS[0] if ROWS[0] is not None else _orig(mode, M)
-dispatch.choose_route = lambda N, K, M: dispatch.GEMM_THEN_SELECT
+dispatch.choose_route = lambda N, K, M, alloc_free=False: dispatch.GEMM_THEN_SELECT
 
 
 def variant(rows):
