@@ -32,9 +32,9 @@ def switch(name: str, value, env_name: str) -> bool:
     return env.flag(env_name) if value is None else value
 
 
-def _gemm(x, weight, bias, out_dtype, out, pdl, batch_invariant):
-    """The ops' body: plan (cached), then the kernel or the torch path."""
-    # switch() inlined for None, True and False (two calls fewer per call); any other value goes to it and raises.
+def _switches(pdl, batch_invariant):
+    """(pdl, batch_invariant) of this call: switch() for both, inlined for None, True and False (one call per op
+    call instead of two); any other value goes to check_switch, which raises."""
     if pdl is None:
         pdl = _flag(_PDL)
     elif pdl is not True and pdl is not False:
@@ -43,6 +43,12 @@ def _gemm(x, weight, bias, out_dtype, out, pdl, batch_invariant):
         batch_invariant = _flag(_BATCH_INVARIANT)
     elif batch_invariant is not True and batch_invariant is not False:
         check_switch("batch_invariant", batch_invariant)
+    return pdl, batch_invariant
+
+
+def _gemm(x, weight, bias, out_dtype, out, pdl, batch_invariant):
+    """The ops' body: plan (cached), then the kernel or the torch path."""
+    pdl, batch_invariant = _switches(pdl, batch_invariant)
     return plan.run_gemm(plan.gemm(x, weight, bias, out_dtype, out, batch_invariant), x, weight, bias, out, pdl)
 
 
@@ -252,14 +258,7 @@ class RouteResult(NamedTuple):
 
 def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
     """The route ops' body: plan (cached), then the kernels or the torch path."""
-    if pdl is None:  # switch() inlined, as in _gemm
-        pdl = _flag(_PDL)
-    elif pdl is not True and pdl is not False:
-        check_switch("pdl", pdl)
-    if batch_invariant is None:
-        batch_invariant = _flag(_BATCH_INVARIANT)
-    elif batch_invariant is not True and batch_invariant is not False:
-        check_switch("batch_invariant", batch_invariant)
+    pdl, batch_invariant = _switches(pdl, batch_invariant)
     # out= allocates nothing at decode sizes: unless out brings a logits buffer the GEMM can write (its dtype: fp32
     # when choosing on fp32 logits), the plan takes a fused kernel where the tuned table would run GEMM + select.
     alloc_free = out is not None and (out[2] is None or (out[2].dtype == torch.bfloat16 and a.logit_precision == "fp32"))

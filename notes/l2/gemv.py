@@ -19,13 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import cutlass_router  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-
-
-def ok(v):
-    err, *rest = v if isinstance(v, tuple) else (v,)
-    if int(err) != 0:
-        raise RuntimeError(str(err))
-    return rest[0] if rest else None
+from floor import ok  # noqa: E402  (notes/l2/floor.py: a CUresult check)
 
 
 class Gemv:
