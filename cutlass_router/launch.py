@@ -207,11 +207,7 @@ def launch(k: LoadedKernel, device: int, stream: int, pdl: bool, grid: tuple[int
     handle. cluster: for families whose cluster size depends on the problem (default: the kernel's own); it may
     not exceed the kernel's own, which is the largest its family launches it with. block: threads per CTA, for
     kernels whose CTA shape is chosen per call (default: the kernel's own, its largest)."""
-    if device not in k.devices:
-        _prepare_device(k, device)
-    prepared = k.configs.get((grid, cluster, pdl, stream, block))
-    if prepared is None:
-        prepared = _config(k, grid, cluster, pdl, stream, block)
+    prepared = prepare(k, device, stream, pdl, grid, cluster, block)
     call = _libcuda_launch()
     argv = params_buffer()[1]
     err = call(prepared.address, prepared.kernel, argv, None) if call is not None else _bindings_launch(prepared, argv)

@@ -51,6 +51,17 @@ class PlanLaunch:
                                                               self.cluster, self.block)
         return c
 
+    def fire(self, argv: int, pdl: bool) -> None:
+        """The foreign call, the parameters packed at argv: on this call's current stream (graph capture,
+        torch.cuda.stream), with the configuration kept for it. LaunchError if refused (nothing enqueued)."""
+        stream = raw_stream(self.device) if _raw_stream_of is None else _raw_stream_of(self.device)
+        c = self.configs.get((stream, pdl))
+        if c is None:
+            c = self.prepare(stream, pdl)  # sets the device's kernel attributes the first time: may be refused
+        err = self.call(c.address, c.kernel, argv, None)
+        if err:
+            self.launch.refused(self.kernel, err)
+
 
 def _gemm_launch(k, x, weight, out) -> PlanLaunch | None:
     """A GEMM plan's PlanLaunch, or None where a call goes through launch_gemm: a family without gemm_pack_fixed
@@ -235,13 +246,7 @@ def fast_gemm(f: PlanLaunch, x, weight, bias, dst, pdl: bool) -> None:
     plan's. LaunchError if refused (nothing enqueued)."""
     buf, argv, _ = f.params_buffer()
     f.pack(buf, 0, x.data_ptr(), weight.data_ptr(), 0 if bias is None else bias.data_ptr(), dst.data_ptr(), *f.tail)
-    stream = raw_stream(f.device) if _raw_stream_of is None else _raw_stream_of(f.device)
-    c = f.configs.get((stream, pdl))
-    if c is None:
-        c = f.prepare(stream, pdl)  # sets the device's kernel attributes the first time: may be refused
-    err = f.call(c.address, c.kernel, argv, None)
-    if err:
-        f.launch.refused(f.kernel, err)
+    f.fire(argv, pdl)
 
 
 def run_gemm(p: GemmPlan, x, weight, bias, out, pdl: bool):
@@ -445,15 +450,8 @@ def launch_route(p: RoutePlan, x, weight, bias, correction_bias, weights, ids, l
     pdl = pdl or p.gemm is not None
     if f is None:
         launch.launch(p.kernel, dev, raw_stream(dev), pdl, c.grid, c.cluster, c.block)
-        return
-    # launch.launch with what the plan keeps: this call's current stream, the plan's configuration for it.
-    stream = raw_stream(dev) if _raw_stream_of is None else _raw_stream_of(dev)
-    cfg = f.configs.get((stream, pdl))
-    if cfg is None:
-        cfg = f.prepare(stream, pdl)
-    err = f.call(cfg.address, cfg.kernel, argv, None)
-    if err:
-        launch.refused(p.kernel, err)
+    else:  # launch.launch with what the plan keeps
+        f.fire(argv, pdl)
 
 
 def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool):

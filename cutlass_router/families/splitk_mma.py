@@ -171,7 +171,7 @@ def pack_gemm(k, buf, cap: int, grid_buf, x: int, w: int, bias: int, out: int, M
     """Write SplitKParams (and a tiled kernel's tensor maps) into buf; return the grid."""
     PARAMS.pack_into(buf, 0, x, w, bias, out, ldx, ldw, ldo, M, N, K, 0)
     lc = k.entry.launch
-    if "smem_bytes" in lc:  # a tiled kernel
+    if _tiled(k.entry):
         base = ctypes.addressof(buf) if isinstance(buf, ctypes.Array) else \
             ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
         encode_map(base + TILED_MAPS[0], w, N, K, ldw, lc["tile_experts"])
@@ -184,9 +184,14 @@ def gemm_pack_fixed(entry, M: int, N: int, K: int, ldx: int, ldw: int, ldo: int)
     out, *tail) writes what pack_gemm writes, so that a call packs its four pointers in one struct call and computes
     no grid. None for a tiled kernel: its tensor maps hold x's and W's addresses, so pack_gemm encodes them on every
     call. A family without this function is packed by pack_gemm on every call."""
-    if "smem_bytes" in entry.launch:  # a tiled kernel, as pack_gemm tells them apart
+    if _tiled(entry):
         return None
     return PARAMS.pack_into, (ldx, ldw, ldo, M, N, K, 0), grid(entry, M, N)
+
+
+def _tiled(entry) -> bool:
+    """A tiled serial kernel's entry: the only ones of the family with dynamic shared memory (SplitKSpec.launch)."""
+    return "smem_bytes" in entry.launch
 
 
 # cuda.h's enum values: CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, _INTERLEAVE_NONE, _SWIZZLE_128B, _L2_PROMOTION_L2_256B,
