@@ -8,7 +8,7 @@ def report() -> str:
     import torch
 
     from . import build, cache, dispatch, env, manifest, models, resolve, target
-    from .families.route import select_symbol
+    from .families.route import BLOCK_MAX_M, select_symbol
 
     lines = [f"python {platform.python_version()}, torch {torch.__version__}"]
     try:
@@ -66,8 +66,11 @@ def report() -> str:
         for r in dispatch.route_ladder(N, K):
             span = f"> {low}" if r.max_m >= 1 << 62 else f"{low + 1}..{r.max_m}"
             if r.kernel == dispatch.GEMM_THEN_SELECT:
-                sel = select_symbol(N, model.route.get("scoring", "topk_softmax"))
-                what = f"the GEMM above, then {sel} - {_say({origins[sel]})}"
+                scoring, groups = model.route.get("scoring", "topk_softmax"), model.route.get("n_group", 1)
+                first, last = select_symbol(N, scoring, groups, low + 1), select_symbol(N, scoring, groups, r.max_m)
+                what = f"the GEMM above, then {first} - {_say({origins[first]})}"
+                if last != first:  # the select kernel changes inside the rung (families/route.py: select_symbol)
+                    what += f"; from M = {BLOCK_MAX_M + 1}: {last} - {_say({origins[last]})}"
             else:
                 what = f"{r.kernel} - {_say({origins[r.kernel]})}"
             lines.append(f"  route, M {span}: {what}")

@@ -230,8 +230,9 @@ def test_the_select_kernel_follows_the_gemm_with_pdl_whatever_pdl_says(monkeypat
 
 
 def test_each_router_has_a_select_kernel_that_holds_every_n():
-    """The two-kernel path's select kernel is instantiated per router and slot count: for every N the kernels take,
-    the one chosen is that router's, holds N experts (32 lanes x slots), is the smallest that does, and ships."""
+    """The two-kernel path's warp-per-row select kernel is instantiated per router and slot count: for every N the
+    kernels take, the one chosen is that router's, holds N experts (32 lanes x slots), is the smallest that does,
+    and ships."""
     from cutlass_router import dispatch
     from cutlass_router.families import route as fam
     from cutlass_router.manifest import entries
@@ -239,7 +240,7 @@ def test_each_router_has_a_select_kernel_that_holds_every_n():
     reachable, emitted = dispatch.reachable(), entries()
     for scoring in fam.MODES:
         for N in range(1, fam.MAX_N + 1):
-            symbol = fam.select_symbol(N, scoring)
+            symbol = fam.warp_select_symbol(N, scoring)
             e = emitted[symbol]
             assert e.config["select_only"] and e.config["mode"] == scoring, (symbol, N)
             slots = e.config["slots"]
@@ -247,7 +248,39 @@ def test_each_router_has_a_select_kernel_that_holds_every_n():
             assert all(32 * s < N for s in fam.SLOTS if s < slots), (symbol, N)
             assert symbol in reachable, symbol
             assert f"route_select_mode<{fam.MODES[scoring]}, {slots}>" in fam.RouteSpec(**e.config).emit()
-    assert fam.blocker(emitted[fam.select_symbol(32, "sigmoid")], 1, 33)  # more experts than it holds
+    assert fam.blocker(emitted[fam.warp_select_symbol(32, "sigmoid")], 1, 33)  # more experts than it holds
+
+
+def test_the_sigmoid_router_takes_the_row_per_cta_kernel_where_its_groups_allow():
+    """select_symbol: the sigmoid router's row-per-CTA kernel up to BLOCK_MAX_M rows where each group of N / n_group
+    experts stays inside a warp or is whole warps (DeepSeek-V3: 8 groups of 32), else the warp-per-row kernel; the
+    softmax routers always the warp-per-row one. The block kernel ships, takes every N to 384, and launches 32 ceil(N / 32) threads per
+    row."""
+    from cutlass_router import dispatch
+    from cutlass_router.families import route as fam
+    from cutlass_router.manifest import entries
+
+    block = fam.BLOCK_SPEC.symbol
+    assert block in dispatch.reachable() and "route_select_block(params)" in fam.BLOCK_SPEC.emit()
+    assert fam.select_symbol(256, "sigmoid", 8, fam.BLOCK_MAX_M + 1) == fam.warp_select_symbol(256, "sigmoid")
+    assert fam.select_symbol(256, "sigmoid", 8) == block and fam.select_symbol(384, "sigmoid", 1) == block
+    assert fam.select_symbol(64, "sigmoid", 4) == block  # groups of 16: inside a warp
+    assert fam.select_symbol(256, "sigmoid", 4) == block  # groups of 64: two warps each
+    assert fam.select_symbol(96, "sigmoid", 2) == fam.warp_select_symbol(96, "sigmoid")  # groups of 48
+    assert fam.select_symbol(60, "sigmoid", 4) == fam.warp_select_symbol(60, "sigmoid")  # groups of 15
+    for scoring in ("topk_softmax", "softmax_topk"):
+        assert fam.select_symbol(256, scoring, 8) == fam.warp_select_symbol(256, scoring)
+    e = entries()[block]
+    for M, N in ((1, 256), (13, 33), (4096, 384), (2, 8)):
+        assert fam.blocker(e, M, N) is None
+        c = fam.route_consts(e, M=M, N=N, K=0, ldx=0, ldw=0, top_k=8, mode=2, flags=0, n_group=1, topk_group=1,
+                             scale=1.0)
+        assert c.grid == (M, 1, 1) and c.block == 32 * -(-N // 32) <= e.launch["block_threads"]
+    assert fam.blocker(e, 1, 385)
+    with pytest.raises(ValueError):
+        fam.RouteSpec(select_only=True, mode="topk_softmax", slots=12, block=True)
+    with pytest.raises(ValueError):
+        fam.RouteSpec(select_only=True, mode="sigmoid", slots=8, block=True)
 
 
 @pytest.mark.parametrize("scoring,M,N,rows", [("sigmoid", 1, 256, 1), ("sigmoid", 13, 32, 1), ("sigmoid", 256, 256, 1),
@@ -256,12 +289,12 @@ def test_each_router_has_a_select_kernel_that_holds_every_n():
                                               ("topk_softmax", 1, 128, 1), ("topk_softmax", 256, 128, 1),
                                               ("softmax_topk", 257, 384, 8)])
 def test_a_select_launch_s_cta_shape_follows_the_router_and_m(scoring, M, N, rows):
-    """The select kernel reads its rows per CTA from blockDim: one row per 32-thread CTA for long rows (sigmoid, or
-    more than 64 experts) at decode sizes, 8 per 256-thread CTA otherwise; the grid covers every row."""
+    """The warp-per-row select kernel reads its rows per CTA from blockDim: one row per 32-thread CTA for long rows
+    (sigmoid, or more than 64 experts) at decode sizes, 8 per 256-thread CTA otherwise; the grid covers every row."""
     from cutlass_router.families import route as fam
     from cutlass_router.manifest import entries
 
-    e = entries()[fam.select_symbol(N, scoring)]
+    e = entries()[fam.warp_select_symbol(N, scoring)]
     assert fam.select_rows(scoring, M, N) == rows
     c = fam.route_consts(e, M=M, N=N, K=0, ldx=0, ldw=0, top_k=8, mode=fam.MODES[scoring], flags=0, n_group=8,
                          topk_group=4, scale=1.0)

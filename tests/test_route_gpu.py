@@ -115,6 +115,91 @@ def test_ties_nan_inf_keep_ids_valid_and_distinct():
                 assert ids[0] == 3  # +inf next
 
 
+def _choice_rows(N, g):
+    """Batches of rows aimed at choose_top_k's steps: random; few distinct values (ties at the threshold, so the
+    candidates number from top_k to more than 32, the fallback to rounds); all equal; the best in one lane's block
+    of experts (the most candidates one lane gives); each lane's first expert best (one candidate per lane); then,
+    alone (a NaN logit times a zero of another token's x would leak), NaN and +-Inf among ties."""
+    P = -(-N // 32)
+    rows = [torch.randn(N, generator=g), torch.randint(0, 3, (N,), generator=g).float(),
+            torch.randint(0, 2, (N,), generator=g).float(), torch.zeros(N)]
+    r = torch.randn(N, generator=g) - 10
+    r[N - P:] = torch.arange(P).float()
+    rows.append(r)
+    r = torch.randn(N, generator=g) - 10
+    r[::P] = torch.randn(len(r[::P]), generator=g) + 10
+    rows.append(r)
+    r = torch.randint(0, 3, (N,), generator=g).float()
+    r[torch.randint(0, N, (3,), generator=g)] = float("nan")
+    r[torch.randint(0, N, (2,), generator=g)] = float("inf")
+    r[torch.randint(0, N, (2,), generator=g)] = float("-inf")
+    return [torch.stack(rows), r[None]]
+
+
+@pytest.mark.parametrize("path", ["select", "fused"])
+@pytest.mark.parametrize("N", [8, 32, 33, 60, 128, 256, 384])
+def test_choice_ranks_ties_and_the_fallback(N, path, monkeypatch):
+    """The choice (ranks, then rounds past 32 candidates) against the reference, rows of chosen logits (x
+    one-hot, W's first column = the row), several rows per launch, every mode and top_k 1..8."""
+    if path == "fused":
+        fused = [s for s in FUSED if manifest.entry(s).launch["max_experts"] >= N]
+        if not fused:
+            pytest.skip("no fused kernel takes N")
+        monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, alloc_free=False: fused[0])
+    else:
+        monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, alloc_free=False: dispatch.GEMM_THEN_SELECT)
+    plan.clear()
+    g = torch.Generator().manual_seed(N)
+    try:
+        for top_k, rows in [(k, r) for k in (1, 2, 4, 7, 8) if k <= N for r in _choice_rows(N, g)]:
+            M = rows.shape[0]
+            for kw, _ in modes(N, top_k):
+                w = torch.zeros(N, 8 * M, device="cuda", dtype=BF16)
+                x = torch.zeros(M, 8 * M, device="cuda", dtype=BF16)
+                for i in range(M):  # token i reads column 8 i: its own row of logits
+                    x[i, 8 * i] = 1
+                    w[:, 8 * i] = rows[i].to(BF16)
+                out = route(x, w, None, top_k, logits_dtype=torch.float32, **kw)
+                assert ((out.ids >= 0) & (out.ids < N)).all(), (kw, top_k)
+                rw, ri = select(out.logits, top_k, **kw)
+                assert torch.equal(out.ids.long(), ri), (kw, top_k, (out.ids.long() != ri).nonzero()[:4])
+                ok = torch.isclose(out.weights, rw, rtol=1e-6, atol=1e-7) | (out.weights.isnan() & rw.isnan())
+                assert ok.all(), (kw, top_k)
+    finally:
+        plan.clear()
+
+
+@pytest.mark.parametrize("N,n_group,topk_group", [(256, 8, 4), (256, 4, 2), (256, 2, 1), (128, 2, 1), (64, 4, 2),
+                                                  (32, 16, 4), (384, 1, 1), (33, 1, 1), (8, 2, 1)])
+def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group):
+    """The sigmoid router's row-per-CTA select kernel (M <= BLOCK_MAX_M) against the reference and against the
+    warp-per-row kernel (M above): groups inside a warp (gs = 2, 4, 16, 32), whole warps (gs = 64, 128), none; N
+    not a multiple of 32; ties (logits drawn from a few values) and fresh random rows."""
+    top_k = min(8, topk_group * (N // n_group))
+    g = torch.Generator(device="cuda").manual_seed(N + n_group)
+    K = 64
+    for M in (1, 5, fam.BLOCK_MAX_M, fam.BLOCK_MAX_M + 1, 300):
+        x = torch.randn(M, K, device="cuda", dtype=BF16, generator=g)
+        w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(BF16)
+        w[N // 2:] = w[: N - N // 2].clone()  # ties: the second half repeats the first
+        cb = torch.randn(N, device="cuda", generator=g) * 0.1
+        kw = dict(scoring="sigmoid", n_group=n_group, topk_group=topk_group, renormalize=True,
+                  routed_scaling_factor=2.5, logit_precision="fp32")
+        out = route(x, w, None, top_k, correction_bias=cb, logits_dtype=torch.float32, **kw)
+        assert ((out.ids >= 0) & (out.ids < N)).all()
+        rw, ri = select(out.logits, top_k, correction_bias=cb, **kw)
+        assert torch.equal(out.ids.long(), ri), (M, (out.ids.long() != ri).nonzero()[:4])
+        assert torch.allclose(out.weights, rw, rtol=1e-6, atol=1e-7), (M, (out.weights - rw).abs().max())
+        # which select kernel ran: the row-per-CTA one exactly where select_symbol gives it (two-kernel path)
+        a = plan.RouteArgs(top_k, "sigmoid", True, n_group, topk_group, 2.5, "fp32", None, torch.float32,
+                           torch.int32)
+        p = plan.route(x, w, None, cb, a, False)
+        if p.gemm is not None:
+            want = fam.BLOCK_SPEC.symbol if M <= fam.BLOCK_MAX_M and fam.block_select_ok(N, n_group) else \
+                fam.warp_select_symbol(N, "sigmoid")
+            assert p.kernel.entry.symbol == want, (M, p.kernel.entry.symbol)
+
+
 def test_cuda_graph_replay_with_a_pdl_consumer_under_memory_traffic():
     """A producer (cuBLAS) writes x, route reads it with PDL, and a PDL-launched kernel (router_gemm, x = route's
     bf16 weights) reads route's output right away; captured in a CUDA graph and replayed 2,000 times while

@@ -14,7 +14,8 @@
 // logits if asked, and selects: a warp per token. A row's bits depend on K and the template arguments only,
 // never on M.
 // Select kernels route_select_mode<kMode, kSlots>: one router (RouteParams::mode) and N <= 32 kSlots; a warp per
-// row, as many rows per CTA as the launch gives it warps (1 to 8: families/route.py, select_rows).
+// row, as many rows per CTA as the launch gives it warps (1 to 8: families/route.py, select_rows). For the sigmoid
+// router at decode sizes, route_select_block: a row per CTA, an expert per thread.
 //
 // Selection inside a warp: lane l holds the P = ceil(N / 32) contiguous experts [lP, lP + P) in registers.
 // Each of top_k rounds: every lane takes its best (key, id), the warp takes the largest key and, among lanes
@@ -28,6 +29,8 @@
 //     block 32 * kWarps threads, no dynamic shared memory, ceil(M / 8T) <= 65535;
 //   select: grid (ceil(M / R), 1, 1), block 32 R threads (1 <= R <= 8), no dynamic shared memory, p.mode == kMode and
 //     N <= 32 kSlots (else the kernel traps);
+//   select, row per CTA (route_select_block, sigmoid only): grid (M, 1, 1), block 32 ceil(N / 32) threads, p.mode
+//     sigmoid (else it traps); groups of gs = N / n_group experts with gs | 32 or 32 | gs;
 //   sigmoid mode: n_group divides N, 1 <= topk_group <= n_group <= 32, and when n_group > 1,
 //     (N / n_group) % P == 0 with P = ceil(N / 32), and top_k <= topk_group * (N / n_group).
 // Whatever the input (NaN, Inf, ties, a limit of the sigmoid mode broken), every id written is in [0, N) and the
@@ -499,6 +502,153 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   select_row<kMaxP, kMode>(v, cb, P, p, row);
 }
 
+// Select-only for the sigmoid router, one row per CTA, one expert per thread (blockDim.x = 32 ceil(N / 32), N <=
+// 384). The warp-per-row kernel's grouped choice is a chain of about 30 dependent warp collectives (the group top-2 tree, topk_group rounds, top_k rounds over 8 experts a
+// lane): 2.3 us of DeepSeek-V3's select stage in the decode loop over a top-1 choice (notes/l2/ds_select.py,
+// 2026-11-29). Here every step spans the row at once:
+//   1. scores and choice values, a thread each;
+//   2. sigmoid groups (n_group > 1; groups of gs = N / n_group experts with gs | 32 or 32 | gs): the top-2 of each
+//      group by xor-shuffle merges within a warp (then across a group's warps in shared memory); warp 0 ranks the
+//      group scores (32 shuffles) and keeps the topk_group best; the other groups' choice values become -inf;
+//   3. each warp's top_k by rank among its 32 lanes (32 shuffles); the warps' candidates ranked among themselves
+//      (broadcast shared-memory reads), rank j -> choice j.
+// The order is select_row's (a larger key first, the lower id among equal keys), so are the group scores (sums of
+// the same two values) and the weights (the same renormalisation): the same outputs. (The same kernel for
+// top-k-then-softmax over gpt-oss-120b's 128 experts gained nothing over a warp per row: notes/PERF.md.)
+__device__ __forceinline__ void route_select_block(const RouteParams& p) {
+  constexpr unsigned kAll = 0xFFFFFFFFu;
+  constexpr int kMaxWarps = kRouteMaxExperts / 32;
+  constexpr int kMaxCand = kMaxWarps * kRouteMaxTopK;
+  __shared__ detail::Top2 warp_top2[kMaxWarps];
+  __shared__ float group_score[32];
+  __shared__ uint32_t keep_mask;
+  __shared__ alignas(16) uint32_t cand_key[kMaxCand];
+  __shared__ alignas(16) int cand_id[kMaxCand];
+  __shared__ float cand_val[kMaxCand];
+  __shared__ float sel_val[kRouteMaxTopK];
+  __shared__ int sel_id[kRouteMaxTopK];
+
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  const int N = p.N;
+  // A launch outside this kernel's contract is a host bug (families/route.py: block_select_ok): fail loudly.
+  if (p.mode != kModeSigmoid || N > static_cast<int>(blockDim.x) || static_cast<int>(blockDim.x) > kRouteMaxExperts)
+    __trap();
+  const int n = threadIdx.x, lane = n & 31, warp = n >> 5, warps = blockDim.x >> 5;
+  const bool valid = n < N;
+  const long long row = blockIdx.x;
+  const int top_k = min(p.top_k, min(kRouteMaxTopK, N));
+  // The correction is a parameter, not the previous kernel's output: load it before the wait.
+  const float cb = (valid && p.sel_bias != nullptr) ? p.sel_bias[n] : 0.f;
+  asm volatile("griddepcontrol.wait;" ::: "memory");  // the logits come from the previous kernel
+  float l = 0.f;
+  if (valid) {
+    const long long o = row * p.ldi + n;
+    l = (p.flags & kInputF32) ? static_cast<const float*>(p.logits_in)[o]
+                              : __bfloat162float(static_cast<const __nv_bfloat16*>(p.logits_in)[o]);
+  }
+  const float v = (p.flags & kSelectBf16) ? detail::round_bf16(l) : l;
+  const float s = 1.0f / (1.0f + expf(-v));  // the score: what the weight is made of
+  float c = s + cb;                           // the choice value: what the choice ranks
+
+  if (p.n_group > 1) {
+    const int gs = N / p.n_group;
+    detail::Top2 t{0u, 0u, 0.f, 0.f};
+    if (valid) detail::top2_insert(t, detail::order_key(c), c);
+    const int seg = min(gs, 32);  // a power of two (gs | 32) or 32 (32 | gs): xor partners stay in the segment
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+      if (off >= seg) break;  // uniform
+      const uint32_t k1 = __shfl_xor_sync(kAll, t.k1, off), k2 = __shfl_xor_sync(kAll, t.k2, off);
+      const float f1 = __shfl_xor_sync(kAll, t.f1, off), f2 = __shfl_xor_sync(kAll, t.f2, off);
+      detail::top2_insert(t, k1, f1);
+      detail::top2_insert(t, k2, f2);
+    }
+    if (gs > 32) {  // a group is gs / 32 whole warps: merge their top-2 in order
+      if (lane == 0) warp_top2[warp] = t;
+      __syncthreads();
+      const int per = gs >> 5, first = (n / gs) * per;
+      t = warp_top2[first];
+      for (int w = 1; w < per; ++w) {
+        detail::top2_insert(t, warp_top2[first + w].k1, warp_top2[first + w].f1);
+        detail::top2_insert(t, warp_top2[first + w].k2, warp_top2[first + w].f2);
+      }
+    }
+    // The sum of the group's two largest choice values (NaN largest, as torch.topk), at its first expert.
+    if (valid && n % gs == 0) group_score[n / gs] = gs >= 2 ? t.f1 + t.f2 : t.f1;
+    __syncthreads();
+    if (warp == 0) {  // keep the topk_group best groups (a larger score first, the lower group id on a tie)
+      const uint32_t gk = lane < p.n_group ? detail::order_key(group_score[lane]) : 0u;
+      int r = 0;
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        const uint32_t kj = __shfl_sync(kAll, gk, j);
+        r += (kj > gk || (kj == gk && j < lane)) ? 1 : 0;
+      }
+      const uint32_t kept = __ballot_sync(kAll, lane < p.n_group && r < p.topk_group);
+      if (lane == 0) keep_mask = kept;
+    }
+    __syncthreads();
+    // As transformers' DeepseekV3TopkRouter (5.x) and routing_ref.py: the other groups' choice values are masked
+    // with -inf, so they rank below every kept expert (but stay selectable, so ids stay distinct).
+    if (valid && !((keep_mask >> (n / gs)) & 1u)) c = __int_as_float(0xFF800000);
+  }
+
+  // 3. This warp's top_k (ids increase with lanes, so the lower lane wins a tie), then the warps' candidates.
+  const uint32_t key = valid ? detail::order_key(c) : 0u;
+  int rw = 0;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) {
+    const uint32_t kj = __shfl_sync(kAll, key, j);
+    rw += (kj > key || (kj == key && j < lane)) ? 1 : 0;
+  }
+  const int C = warps * top_k;
+  const int C4 = (C + 3) & ~3;
+  if (rw < top_k) {
+    const int slot = warp * top_k + rw;
+    cand_key[slot] = key; cand_id[slot] = n; cand_val[slot] = s;
+  }
+  if (n >= C && n < C4) { cand_key[n] = 0u; cand_id[n] = 0x7FFFFFFF; }  // padding: beats no candidate
+  __syncthreads();
+  if (n < C) {
+    const uint32_t k = cand_key[n];
+    const int id = cand_id[n];
+    int r = 0;
+    for (int j4 = 0; j4 < C4; j4 += 4) {
+      const uint4 kk = *reinterpret_cast<const uint4*>(&cand_key[j4]);
+      const int4 ii = *reinterpret_cast<const int4*>(&cand_id[j4]);
+      r += (kk.x > k || (kk.x == k && ii.x < id)) + (kk.y > k || (kk.y == k && ii.y < id)) +
+           (kk.z > k || (kk.z == k && ii.z < id)) + (kk.w > k || (kk.w == k && ii.w < id));
+    }
+    if (r < top_k) { sel_val[r] = cand_val[n]; sel_id[r] = id; }
+  }
+  __syncthreads();
+  if (warp != 0) return;
+
+  // Weights as select_row's sigmoid branch: renormalised over the top_k (lanes < top_k <= 8), then scaled.
+  const bool mine = lane < top_k;
+  float wgt = mine ? sel_val[lane] : 0.f;
+  const int my_id = mine ? sel_id[lane] : 0;
+  if (p.flags & kRenormalize) {
+    float t = mine ? wgt : 0.f;
+#pragma unroll
+    for (int off = 4; off > 0; off >>= 1) t += __shfl_xor_sync(kAll, t, off);
+    wgt = wgt / (t + 1e-20f);
+  }
+  wgt *= p.scale;
+  if (mine) {
+    const long long o = row * p.ldk + lane;
+    const int id = min(max(my_id, 0), N - 1);  // belt and braces: the ranks only ever pick ids < N
+    if (p.flags & kWeightsBf16)
+      static_cast<__nv_bfloat16*>(p.weights)[o] = __float2bfloat16_rn(wgt);
+    else
+      static_cast<float*>(p.weights)[o] = wgt;
+    if (p.flags & kIdsInt64)
+      static_cast<long long*>(p.ids)[o] = id;
+    else
+      static_cast<int*>(p.ids)[o] = id;
+  }
+}
+
 // One router and one slot count (kSlots >= ceil(N / 32), chosen by the host): only the code that runs, 12 KB of
 // cubin for gpt-oss's where one kernel for every router and N took 104 KB, and 0.1-0.3 us less in isolated replay
 // (notes/PERF.md). A launch outside its router or slot count is a host bug: fail loudly.
@@ -522,4 +672,9 @@ __device__ __forceinline__ void route_select_mode(const RouteParams& p) {
 // extern "C" __global__ void __launch_bounds__(256)   // 32 to 256 threads a launch
 // crt_route_select_{mode}_p{P}(const __grid_constant__ cutlass_router::RouteParams params) {
 //   cutlass_router::route_select_mode<MODE, P>(params);
+// }
+//
+// extern "C" __global__ void __launch_bounds__(384)   // 32 ceil(N / 32) threads a launch, a row per CTA
+// crt_route_select_sigmoid_block(const __grid_constant__ cutlass_router::RouteParams params) {
+//   cutlass_router::route_select_block(params);
 // }

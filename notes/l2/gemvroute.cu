@@ -1,0 +1,222 @@
+// Prototype (not shipped; notes/l2/gemvroute.py times it in the decode loop): route in one launch from a GEMV
+// whose CTAs form one cluster, W and x staged by bulk copies (cp.async.bulk, the copy engine: no per-thread
+// loads in flight), the logits sent to the leader's shared memory with st.async, the leader choosing (the
+// library's select_row). The question: does a bulk copy lift the per-SM byte limit that made a GEMV CTA with
+// more than one expert row slow (notes/PERF.md, 2026-11-29), so that a 16-CTA cluster can hold every logit?
+//
+// kCS CTAs per cluster (grid.x), kRows expert rows each (N <= kCS kRows), kTokens tokens per cluster (grid.y),
+// kSelect: choose in the leader (else every CTA stores its logits to p.logits: a router_gemm).
+//   nvcc -cubin -arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr -I<cutlass>/include
+//        -I cutlass_router/templates -o /tmp/gemvroute.cubin notes/l2/gemvroute.cu
+#include "route.cuh"
+
+namespace proto {
+using namespace cutlass_router;
+
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+               :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
+}
+
+__device__ __forceinline__ void st_async_f32(float* local_addr, uint64_t* local_bar, uint32_t rank, float v) {
+  const uint32_t addr = cute::set_block_rank(detail::smem_addr(local_addr), rank);
+  const uint32_t bar = cute::set_block_rank(detail::smem_addr(local_bar), rank);
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n"
+               :: "r"(addr), "r"(__float_as_uint(v)), "r"(bar) : "memory");
+}
+
+// The choice for one row of N <= 32 experts (lane = expert), by rank: every lane counts the experts that beat it
+// (larger key, or an equal key and a lower id) from the warp's keys in shared memory; ranks < top_k are the
+// choices, in selection order. No dependent collectives; the same outputs as select_row's rounds.
+__device__ __forceinline__ void select_rank32(float v, const RouteParams& p, long long row, uint32_t* keys,
+                                              float* selv, int* seli) {
+  constexpr unsigned kAll = 0xFFFFFFFFu;
+  const int lane = threadIdx.x & 31;
+  const int N = p.N;
+  const int top_k = min(p.top_k, min(kRouteMaxTopK, N));
+  const uint32_t key = lane < N ? detail::order_key(v) : 0u;
+  keys[lane] = key;
+  __syncwarp();
+  int rank = 0;
+#pragma unroll
+  for (int j4 = 0; j4 < 8; ++j4) {
+    const uint4 kk = reinterpret_cast<const uint4*>(keys)[j4];
+    const uint32_t ks[4] = {kk.x, kk.y, kk.z, kk.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int j = 4 * j4 + e;
+      rank += (ks[e] > key || (ks[e] == key && j < lane)) ? 1 : 0;
+    }
+  }
+  if (rank < top_k) { selv[rank] = v; seli[rank] = lane; }
+  __syncwarp();
+  const bool mine = lane < top_k;
+  const float my_val = mine ? selv[lane] : 0.f;
+  const int my_id = mine ? seli[lane] : 0;
+  const float l0 = __shfl_sync(kAll, my_val, 0);
+  const float e = mine ? expf(my_val - l0) : 0.f;
+  float s = e;
+#pragma unroll
+  for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(kAll, s, off);
+  if (mine) {
+    const long long o = row * p.ldk + lane;
+    static_cast<float*>(p.weights)[o] = e / s;
+    static_cast<int*>(p.ids)[o] = min(max(my_id, 0), N - 1);
+  }
+}
+
+// kSelect: 0 logits only (no cluster), 1 gather + select_row (the library's rounds), 2 gather + the leader stores the logits (no choice),
+// 3 gather + select_rank32 (N <= 32)
+template <int kCS, int kRows, int kTokens, int kThreads, int kSelect>
+__device__ __forceinline__ void gemv_route(const RouteParams& p) {
+  constexpr int kN = kCS * kRows;
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kOut = kRows * kTokens;
+  constexpr int kMaxP = (kN + 31) / 32;
+  static_assert(kOut <= kThreads, "a thread per output");
+  extern __shared__ __align__(128) unsigned char dyn[];  // W [kRows][K] then x [kTokens][K], bf16
+  __shared__ float tile[kSelect ? kTokens : 1][kSelect ? kN : 1];
+  __shared__ float red[kWarps][kOut];
+  __shared__ alignas(8) uint64_t bar_w, bar_x, recv_bar;
+  __shared__ alignas(16) uint32_t keys_s[kWarps][32];
+  __shared__ float selv_s[kWarps][8];
+  __shared__ int seli_s[kWarps][8];
+
+  const int K = p.K, N = p.N, M = p.M;
+  const int rank = kSelect ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
+  const int n0 = (kSelect ? rank : static_cast<int>(blockIdx.x)) * kRows;
+  const int m0 = blockIdx.y * kTokens;
+  const bool leader = kSelect && rank == 0;
+  const int rows = min(kRows, max(0, N - n0));
+  const int toks = min(kTokens, M - m0);
+  const uint32_t row_bytes = static_cast<uint32_t>(K) * 2u;
+  const uint32_t sw = detail::smem_addr(dyn), sx = sw + kRows * row_bytes;
+
+  if (threadIdx.x == 0) {
+    detail::mbarrier_init(detail::smem_addr(&bar_w), 1);
+    detail::mbarrier_init(detail::smem_addr(&bar_x), 1);
+    if (leader) detail::mbarrier_init(detail::smem_addr(&recv_bar), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  if constexpr (kSelect) cute::cluster_arrive_relaxed();
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  float bias_pre = 0.f;
+  if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOut && threadIdx.x / kTokens < rows)
+    bias_pre = __bfloat162float(p.bias[n0 + threadIdx.x / kTokens]);
+  if (threadIdx.x == 0) {  // W is a parameter: its copies go before the wait
+    detail::mbarrier_expect_tx(detail::smem_addr(&bar_w), rows * row_bytes);
+    for (int r = 0; r < rows; ++r) bulk_copy(sw + r * row_bytes, p.w + (long long)(n0 + r) * p.ldw, row_bytes,
+                                             detail::smem_addr(&bar_w));
+  }
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  if (threadIdx.x == 0) {
+    detail::mbarrier_expect_tx(detail::smem_addr(&bar_x), toks * row_bytes);
+    for (int m = 0; m < toks; ++m) bulk_copy(sx + m * row_bytes, p.x + (long long)(m0 + m) * p.ldx, row_bytes,
+                                             detail::smem_addr(&bar_x));
+  }
+  detail::mbarrier_wait<false>(detail::smem_addr(&bar_w), 0);
+  detail::mbarrier_wait<false>(detail::smem_addr(&bar_x), 0);
+
+  float acc[kRows][kTokens];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int m = 0; m < kTokens; ++m) acc[r][m] = 0.f;
+  const int vecs = K / 8;
+#pragma unroll 1
+  for (int v = threadIdx.x; v < vecs; v += kThreads) {
+    uint4 wv[kRows], xv[kTokens];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+      wv[r] = r < rows ? detail::ld_shared_16B(sw + r * row_bytes + 16 * v) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int m = 0; m < kTokens; ++m)
+      xv[m] = m < toks ? detail::ld_shared_16B(sx + m * row_bytes + 16 * v) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&(&wv[r].x)[i]));
+#pragma unroll
+        for (int m = 0; m < kTokens; ++m) {
+          const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&(&xv[m].x)[i]));
+          acc[r][m] = fmaf(a.x, b.x, acc[r][m]);
+          acc[r][m] = fmaf(a.y, b.y, acc[r][m]);
+        }
+      }
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+#pragma unroll
+    for (int m = 0; m < kTokens; ++m) {
+      float v = acc[r][m];
+#pragma unroll
+      for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) red[warp][r * kTokens + m] = v;
+    }
+  __syncthreads();
+  float t = 0.f;
+  const int r = threadIdx.x / kTokens, m = threadIdx.x % kTokens;
+  if (static_cast<int>(threadIdx.x) < kOut) {
+    t = red[0][threadIdx.x];
+#pragma unroll
+    for (int i = 1; i < kWarps; ++i) t += red[i][threadIdx.x];
+    t += bias_pre;
+  }
+  if constexpr (!kSelect) {
+    if (static_cast<int>(threadIdx.x) < kOut && r < rows && m < toks)
+      static_cast<float*>(p.logits)[(long long)(m0 + m) * p.ldl + n0 + r] = t;
+    return;
+  } else {
+    cute::cluster_wait();  // the leader's recv_bar exists
+    if (leader && threadIdx.x == 0)
+      detail::mbarrier_expect_tx(detail::smem_addr(&recv_bar), kCS * kOut * 4u);
+    if (static_cast<int>(threadIdx.x) < kOut) st_async_f32(&tile[m][n0 + r], &recv_bar, 0u, t);
+    if (!leader) return;
+    detail::mbarrier_wait<true>(detail::smem_addr(&recv_bar), 0);
+    if constexpr (kSelect == 2) {
+      for (int i = threadIdx.x; i < toks * N; i += kThreads)
+        static_cast<float*>(p.logits)[(long long)(m0 + i / N) * p.ldl + i % N] = tile[i / N][i % N];
+      return;
+    }
+    if constexpr (kSelect == 3) {
+      for (int row = warp; row < toks; row += kWarps)
+        select_rank32(tile[row][lane < kN ? lane : 0], p, m0 + row, keys_s[warp], selv_s[warp], seli_s[warp]);
+      return;
+    }
+    const int P = (N + 31) >> 5;
+    const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
+    detail::with_slots<1, kMaxP>(P, [&](auto slots) {
+      constexpr int kP = decltype(slots)::value;
+#pragma unroll 1
+      for (int row = warp; row < toks; row += kWarps) {
+        float v[kP], cb[kP];
+#pragma unroll
+        for (int i = 0; i < kP; ++i) {
+          const int n = lane * P + i;
+          const float l = i < P && n < N ? tile[row][n] : 0.f;
+          v[i] = sel_bf16 ? detail::round_bf16(l) : l;
+          cb[i] = 0.f;
+        }
+        select_row<kP, kModeTopkSoftmax>(v, cb, P, p, m0 + row);
+      }
+    });
+  }
+}
+}  // namespace proto
+
+#define RG(CS, R, T, TH, S)                                                                          \
+  extern "C" __global__ void __launch_bounds__(TH, 1)                                               \
+      rg_c##CS##_r##R##_m##T##_t##TH##_s##S(const __grid_constant__ cutlass_router::RouteParams p) { \
+    proto::gemv_route<CS, R, T, TH, S>(p);                                                               \
+  }
+// gpt-oss-20b (N = 32): 16 x 2; gpt-oss-120b (N = 128): 16 x 8
+RG(16, 2, 1, 256, 1) RG(16, 2, 2, 256, 1) RG(16, 2, 4, 256, 1) RG(16, 2, 8, 256, 1)
+RG(16, 2, 1, 256, 2) RG(16, 2, 2, 256, 2) RG(16, 2, 4, 256, 2) RG(16, 2, 8, 256, 2)
+RG(16, 2, 1, 256, 3) RG(16, 2, 2, 256, 3) RG(16, 2, 4, 256, 3) RG(16, 2, 8, 256, 3)
+RG(16, 8, 1, 256, 1) RG(16, 8, 2, 256, 1) RG(16, 8, 4, 256, 1)
+RG(16, 8, 1, 256, 2) RG(16, 8, 2, 256, 2) RG(16, 8, 4, 256, 2)
+// logits only (router_gemm candidates; grid.x = ceil(N / R), no cluster)
+RG(1, 2, 1, 256, 0) RG(1, 8, 1, 256, 0)
