@@ -127,6 +127,21 @@ __device__ __forceinline__ uint32_t cluster_num_ctas() {
   return n;
 }
 
+// Choice j of a row (j = lane < top_k): its weight and its id, in the dtypes the flags ask for. The id is clamped to
+// [0, N) as belt and braces: the choices only ever pick ids < N.
+__device__ __forceinline__ void store_choice(const RouteParams& p, long long row, int j, float wgt, int id) {
+  const long long o = row * p.ldk + j;
+  id = min(max(id, 0), p.N - 1);
+  if (p.flags & kWeightsBf16)
+    static_cast<__nv_bfloat16*>(p.weights)[o] = __float2bfloat16_rn(wgt);
+  else
+    static_cast<float*>(p.weights)[o] = wgt;
+  if (p.flags & kIdsInt64)
+    static_cast<long long*>(p.ids)[o] = id;
+  else
+    static_cast<int*>(p.ids)[o] = id;
+}
+
 }  // namespace detail
 
 // The expert choice for one row, by a whole warp (all 32 lanes call it, convergent).
@@ -273,18 +288,7 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
     }
     if (mode == kModeSigmoid) wgt *= p.scale;
   }
-  if (mine) {
-    const long long o = row * p.ldk + lane;
-    const int id = min(max(my_id, 0), N - 1);  // belt and braces: the rounds only ever pick ids < N
-    if (p.flags & kWeightsBf16)
-      static_cast<__nv_bfloat16*>(p.weights)[o] = __float2bfloat16_rn(wgt);
-    else
-      static_cast<float*>(p.weights)[o] = wgt;
-    if (p.flags & kIdsInt64)
-      static_cast<long long*>(p.ids)[o] = id;
-    else
-      static_cast<int*>(p.ids)[o] = id;
-  }
+  if (mine) detail::store_choice(p, row, lane, wgt, my_id);
 }
 
 // Fused router GEMM + selection. Template parameters, in order:
@@ -635,18 +639,7 @@ __device__ __forceinline__ void route_select_block(const RouteParams& p) {
     wgt = wgt / (t + 1e-20f);
   }
   wgt *= p.scale;
-  if (mine) {
-    const long long o = row * p.ldk + lane;
-    const int id = min(max(my_id, 0), N - 1);  // belt and braces: the ranks only ever pick ids < N
-    if (p.flags & kWeightsBf16)
-      static_cast<__nv_bfloat16*>(p.weights)[o] = __float2bfloat16_rn(wgt);
-    else
-      static_cast<float*>(p.weights)[o] = wgt;
-    if (p.flags & kIdsInt64)
-      static_cast<long long*>(p.ids)[o] = id;
-    else
-      static_cast<int*>(p.ids)[o] = id;
-  }
+  if (mine) detail::store_choice(p, row, lane, wgt, my_id);
 }
 
 // One router and one slot count (kSlots >= ceil(N / 32), chosen by the host): only the code that runs, 12 KB of
