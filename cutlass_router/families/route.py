@@ -130,7 +130,7 @@ def block_select_ok(N: int, n_group: int) -> bool:
     if N > 32 * BLOCK_SLOTS:
         return False
     gs = N // max(n_group, 1)
-    return n_group <= 1 or (32 % gs == 0 or gs % 32 == 0)
+    return n_group <= 1 or (gs >= 1 and (32 % gs == 0 or gs % 32 == 0))
 
 
 def select_symbol(N: int, scoring: str, n_group: int = 1, M: int = 1) -> str:
