@@ -206,13 +206,13 @@ class RouteConsts:
 
 def route_consts(entry, *, M: int, N: int, K: int, ldx: int, ldw: int, top_k: int, mode: int, flags: int,
                  n_group: int, topk_group: int, scale: float) -> RouteConsts:
-    rows = None
-    if entry.config["select_only"]:
-        rows = 1 if entry.config.get("block") else select_rows(entry.config["mode"], M, N)
+    rows, block = None, entry.launch["block_threads"]
+    if entry.config.get("block"):  # a row per CTA, an expert per thread
+        rows, block = 1, 32 * -(-N // 32)
+    elif entry.config["select_only"]:
+        rows = select_rows(entry.config["mode"], M, N)
+        block = 32 * rows
     g, c = grid(entry, M, N, rows)
-    block = 32 * rows if rows else entry.launch["block_threads"]
-    if entry.config.get("block"):
-        block = 32 * -(-N // 32)  # a row per CTA, an expert per thread
     return RouteConsts(ldx, ldw, (M, N, K, top_k, mode, flags, n_group, topk_group, float(scale), 0), g, c, block)
 
 

@@ -106,6 +106,27 @@ __device__ __forceinline__ void top2_insert(Top2& t, uint32_t k, float f) {
   }
 }
 
+// t = the top-2 of t's multiset and o's (disjoint sets).
+__device__ __forceinline__ void top2_merge(Top2& t, const Top2& o) {
+  top2_insert(t, o.k1, o.f1);
+  top2_insert(t, o.k2, o.f2);
+}
+
+// a (key ka, id ia) ranks before b: a larger key, or an equal key and a lower id (ids distinct: a strict order).
+__device__ __forceinline__ bool beats(uint32_t ka, int ia, uint32_t kb, int ib) {
+  return ka > kb || (ka == kb && ia < ib);
+}
+
+// This lane's rank among the warp's 32 keys, the lane number its id: how many lanes beat it (32 shuffles, no
+// collective chain). Convergent.
+__device__ __forceinline__ int warp_rank(uint32_t key) {
+  const int lane = threadIdx.x & 31;
+  int r = 0;
+#pragma unroll
+  for (int j = 0; j < 32; ++j) r += beats(__shfl_sync(0xFFFFFFFFu, key, j), j, key, lane) ? 1 : 0;
+  return r;
+}
+
 // f(std::integral_constant<int, S>) with S the first of kFirst, 2 kFirst, 4 kFirst, ... (at most kMax) that holds
 // P slots: the selection then scans as many slots per lane as N needs (N = 32: one), not as many as the largest N
 // the kernel takes.
@@ -564,30 +585,21 @@ __device__ __forceinline__ void route_select_block(const RouteParams& p) {
       if (off >= seg) break;  // uniform
       const uint32_t k1 = __shfl_xor_sync(kAll, t.k1, off), k2 = __shfl_xor_sync(kAll, t.k2, off);
       const float f1 = __shfl_xor_sync(kAll, t.f1, off), f2 = __shfl_xor_sync(kAll, t.f2, off);
-      detail::top2_insert(t, k1, f1);
-      detail::top2_insert(t, k2, f2);
+      detail::top2_merge(t, {k1, k2, f1, f2});
     }
     if (gs > 32) {  // a group is gs / 32 whole warps: merge their top-2 in order
       if (lane == 0) warp_top2[warp] = t;
       __syncthreads();
       const int per = gs >> 5, first = (n / gs) * per;
       t = warp_top2[first];
-      for (int w = 1; w < per; ++w) {
-        detail::top2_insert(t, warp_top2[first + w].k1, warp_top2[first + w].f1);
-        detail::top2_insert(t, warp_top2[first + w].k2, warp_top2[first + w].f2);
-      }
+      for (int w = 1; w < per; ++w) detail::top2_merge(t, warp_top2[first + w]);
     }
     // The sum of the group's two largest choice values (NaN largest, as torch.topk), at its first expert.
     if (valid && n % gs == 0) group_score[n / gs] = gs >= 2 ? t.f1 + t.f2 : t.f1;
     __syncthreads();
     if (warp == 0) {  // keep the topk_group best groups (a larger score first, the lower group id on a tie)
       const uint32_t gk = lane < p.n_group ? detail::order_key(group_score[lane]) : 0u;
-      int r = 0;
-#pragma unroll
-      for (int j = 0; j < 32; ++j) {
-        const uint32_t kj = __shfl_sync(kAll, gk, j);
-        r += (kj > gk || (kj == gk && j < lane)) ? 1 : 0;
-      }
+      const int r = detail::warp_rank(gk);
       const uint32_t kept = __ballot_sync(kAll, lane < p.n_group && r < p.topk_group);
       if (lane == 0) keep_mask = kept;
     }
@@ -599,12 +611,7 @@ __device__ __forceinline__ void route_select_block(const RouteParams& p) {
 
   // 3. This warp's top_k (ids increase with lanes, so the lower lane wins a tie), then the warps' candidates.
   const uint32_t key = valid ? detail::order_key(c) : 0u;
-  int rw = 0;
-#pragma unroll
-  for (int j = 0; j < 32; ++j) {
-    const uint32_t kj = __shfl_sync(kAll, key, j);
-    rw += (kj > key || (kj == key && j < lane)) ? 1 : 0;
-  }
+  const int rw = detail::warp_rank(key);
   const int C = warps * top_k;
   const int C4 = (C + 3) & ~3;
   if (rw < top_k) {
@@ -620,8 +627,8 @@ __device__ __forceinline__ void route_select_block(const RouteParams& p) {
     for (int j4 = 0; j4 < C4; j4 += 4) {
       const uint4 kk = *reinterpret_cast<const uint4*>(&cand_key[j4]);
       const int4 ii = *reinterpret_cast<const int4*>(&cand_id[j4]);
-      r += (kk.x > k || (kk.x == k && ii.x < id)) + (kk.y > k || (kk.y == k && ii.y < id)) +
-           (kk.z > k || (kk.z == k && ii.z < id)) + (kk.w > k || (kk.w == k && ii.w < id));
+      r += detail::beats(kk.x, ii.x, k, id) + detail::beats(kk.y, ii.y, k, id) + detail::beats(kk.z, ii.z, k, id) +
+           detail::beats(kk.w, ii.w, k, id);
     }
     if (r < top_k) { sel_val[r] = cand_val[n]; sel_id[r] = id; }
   }

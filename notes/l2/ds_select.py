@@ -33,7 +33,7 @@ class HandSelect:
         import ctypes
         from cuda.bindings import driver as D
         from floor import ok
-        from gemvroute import PARAMS
+        from cutlass_router.families.route import PARAMS
         self.D, self.ok, self.PARAMS, self.ctypes = D, ok, PARAMS, ctypes
         self.f = ok(D.cuModuleGetFunction(ok(D.cuModuleLoad(str(path).encode())), name.encode()))
         self.block = block

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import datetime
 import json
-import struct
 import sys
 from pathlib import Path
 
@@ -23,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import cutlass_router  # noqa: E402
+from cutlass_router.families.route import PARAMS  # noqa: E402  (RouteParams)
 import triton_peers as tp  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
 from floor import ok  # noqa: E402
 
-PARAMS = struct.Struct("<8Q5q8ifi")  # RouteParams (templates/route.cuh)
 TOP_K = 4
 
 

@@ -23,11 +23,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import cutlass_router  # noqa: E402
 import triton_peers as tp  # noqa: E402
-from cutlass_router.families.route import select_rows  # noqa: E402
+from cutlass_router.families.route import PARAMS, select_rows  # noqa: E402
 from cutlass_router.routing_ref import select  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
 from floor import ok  # noqa: E402
-from gemvroute import PARAMS  # noqa: E402
 
 TOP_K = 4
 
@@ -81,7 +80,7 @@ def main():
             old, new = Select(newest(name), name), Select(newest(bname), bname, block=True)
         else:
             old = Select(d / f"{name}.cubin", name)
-            new = Select(d / f"new_topk_softmax_p1.cubin", name) if sym == "p1" else Select(d / f"{name}.cubin", name)
+            new = Select(d / "new_topk_softmax_p1.cubin", name) if sym == "p1" else Select(d / f"{name}.cubin", name)
         for M in (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024):
             for k in (old, new):  # against the reference on the kernel's own logits, ties included
                 lg = torch.randn(M, N, device="cuda").to(torch.bfloat16)
