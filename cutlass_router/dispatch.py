@@ -160,13 +160,13 @@ def route_ladder(N: int, K: int) -> tuple[RouteRung, ...]:
     return tuned_route_table().get((N, K)) or default_route_ladder(N)
 
 
-def choose_route(N: int, K: int, M: int, alloc_free: bool = False) -> str:
-    """A fused route kernel, or GEMM_THEN_SELECT, for this call. alloc_free (route's out= without a logits buffer):
-    up to _ROUTE_FUSED_MAX_M a fused kernel (the untuned ladder's, shipped) where the table says GEMM + select,
-    whose logits would need a buffer."""
+def choose_route(N: int, K: int, M: int, one_launch: bool = False) -> str:
+    """A fused route kernel, or GEMM_THEN_SELECT, for this call. one_launch (ops._one_launch: route's out= without a
+    logits buffer, or a call outside CUDA-graph capture): up to _ROUTE_FUSED_MAX_M a fused kernel (the untuned
+    ladder's, shipped) where the table says GEMM + select, which needs a logits buffer and a second launch."""
     for rung in route_ladder(N, K):
         if M <= rung.max_m:
-            if alloc_free and rung.kernel == GEMM_THEN_SELECT and M <= _ROUTE_FUSED_MAX_M:
+            if one_launch and rung.kernel == GEMM_THEN_SELECT and M <= _ROUTE_FUSED_MAX_M:
                 fused = default_route_ladder(N)[0]
                 if fused.kernel != GEMM_THEN_SELECT:
                     return fused.kernel

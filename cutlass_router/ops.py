@@ -256,13 +256,26 @@ class RouteResult(NamedTuple):
     logits: Optional[torch.Tensor]   # [..., N] when asked for (return_logits / logits_dtype), else None
 
 
+_capturing = torch.cuda.is_current_stream_capturing
+
+
+def _one_launch(x, a, out) -> bool:
+    """Whether a route call takes a fused kernel (one launch, nothing allocated) at decode sizes where the tuned
+    table, chosen by CUDA-graph replay in the decode-layer loop, runs GEMM + select:
+    - out= allocates nothing: unless out brings a logits buffer the GEMM can write (its dtype: fp32 when choosing
+      on fp32 logits), the GEMM's logits would need one;
+    - outside CUDA-graph capture (eager, torch.compile without graphs) the host's cost per call bounds a
+      decode-size call, not the GPU's: the second launch and the logits' allocation cost more host time than
+      the fused kernel costs GPU time (scripts/eager_cost.py)."""
+    if out is not None and (out[2] is None or (out[2].dtype == torch.bfloat16 and a.logit_precision == "fp32")):
+        return True
+    return x.is_cuda and not _capturing()
+
+
 def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
     """The route ops' body: plan (cached), then the kernels or the torch path."""
     pdl, batch_invariant = _switches(pdl, batch_invariant)
-    # out= allocates nothing at decode sizes: unless out brings a logits buffer the GEMM can write (its dtype: fp32
-    # when choosing on fp32 logits), the plan takes a fused kernel where the tuned table would run GEMM + select.
-    alloc_free = out is not None and (out[2] is None or (out[2].dtype == torch.bfloat16 and a.logit_precision == "fp32"))
-    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, alloc_free=alloc_free)
+    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, one_launch=_one_launch(x, a, out))
     return plan.run_route(p, x, weight, bias, correction_bias, out, pdl)
 
 
@@ -365,6 +378,10 @@ def route(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = 
       GEMM and the select kernel. pdl is for the first kernel; where route runs the GEMM then the select kernel,
       the select kernel follows the GEMM with PDL whatever pdl says (it waits for the logits; the overlap saved
       up to 1.9 us per layer in the decode-layer benchmark).
+    Kernels: at decode sizes (M <= 64) a call outside CUDA-graph capture (eager, torch.compile without graphs) runs
+      one fused kernel, since the host's cost per launch bounds it; inside capture route takes the kernels the
+      decode-layer benchmark chose (GEMM + select for the common shapes). Without batch_invariant the two may
+      differ in the last bits of the logits, and so in the choice between experts that close.
     """
     if pdl is not None and pdl is not True and pdl is not False:  # check_switch's test inline: it raises
         check_switch("pdl", pdl)
@@ -388,10 +405,10 @@ def route(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = 
                 continue
             if not isinstance(t, torch.Tensor):
                 raise TypeError(f"out's {name} must be a torch.Tensor, got {type(t).__name__}")
-            if tuple(t.shape[:-1]) != tuple(lead):
+            if t.ndim != x.ndim or t.shape[:-1] != lead:
                 raise ValueError(f"out's {name} must have shape {tuple(lead)} + ({name[0] == 'l' and 'experts' or 'top_k'},), "
                                  f"got {tuple(t.shape)}")
-            flat.append(t.view(-1, t.shape[-1]))
+            flat.append(t if t.ndim == 2 else t.view(-1, t.shape[-1]))  # a view costs ~1 us: only where needed
         refuse_out_with_grad(weights, x, weight, bias)
         if needs_dispatcher(x2, weight, bias, correction_bias, *[t for t in flat if t is not None]):
             for name, t in zip(("weights", "ids", "logits"), flat):  # the fallback would fail on them, less clearly

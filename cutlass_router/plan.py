@@ -329,10 +329,10 @@ _ROUTE_PLANS: dict = {}
 
 
 def route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, choice: str | None = None,
-          alloc_free: bool = False) -> RoutePlan:
+          one_launch: bool = False) -> RoutePlan:
     """The plan for a route() call; raises TypeError/ValueError on bad input. choice forces a fused kernel or
-    dispatch.GEMM_THEN_SELECT instead of the dispatch table's pick (tune, tests), uncached. alloc_free: the call
-    must allocate nothing at decode sizes (out= without a logits buffer for the GEMM): a fused kernel there."""
+    dispatch.GEMM_THEN_SELECT instead of the dispatch table's pick (tune, tests), uncached. one_launch: a fused
+    kernel at decode sizes (dispatch.choose_route; ops._one_launch says when)."""
     disabled = _flag(_DISABLE)
     if choice is not None:
         return _make_route(x, weight, bias, correction_bias, a, invariant, disabled, choice)
@@ -340,18 +340,18 @@ def route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, choic
         key = ((x.dtype, x.shape, x.stride(), x.device, x.data_ptr() % 16 == 0),  # as in gemm()
                (weight.dtype, weight.shape, weight.stride(), weight.device, weight.data_ptr() % 16 == 0),
                None if bias is None else _signature(bias),
-               None if correction_bias is None else _signature(correction_bias), a, invariant, disabled, alloc_free)
+               None if correction_bias is None else _signature(correction_bias), a, invariant, disabled, one_launch)
         found = _ROUTE_PLANS.get(key)
     except Exception:
         key = found = None
     if found is not None:
         return found
     return _keep(_ROUTE_PLANS, key, _make_route(x, weight, bias, correction_bias, a, invariant, disabled,
-                                                alloc_free=alloc_free))
+                                                one_launch=one_launch))
 
 
 def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, disabled: bool,
-                choice: str | None = None, alloc_free: bool = False) -> RoutePlan:
+                choice: str | None = None, one_launch: bool = False) -> RoutePlan:
     from .families import route as fam
 
     validate.check_route(x, weight, bias, a.top_k, a.scoring, a.renormalize, a.n_group, a.topk_group,
@@ -369,7 +369,7 @@ def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool,
     from . import build, launch
 
     if choice is None:
-        choice = dispatch.GEMM_THEN_SELECT if invariant else dispatch.choose_route(N, K, M, alloc_free)
+        choice = dispatch.GEMM_THEN_SELECT if invariant else dispatch.choose_route(N, K, M, one_launch)
     gemm_plan = None
     wide = False  # the select kernel reads fp32 logits
     try:

@@ -167,7 +167,7 @@ def check_route_out(x, weight, top_k, weights, ids, logits) -> None:
             raise TypeError(f"out must hold a {name} tensor")
         if t.dtype not in dtypes:
             raise TypeError(f"out's {name} must be one of {', '.join(map(str, dtypes))}, got {t.dtype}")
-        if tuple(t.shape) != (M, cols):
+        if t.shape != (M, cols):
             raise ValueError(f"out's {name} must have shape {(M, cols)}, got {tuple(t.shape)}")
         if t.device != x.device:
             raise ValueError(f"out's {name} is on {t.device} but x is on {x.device}; allocate it on x's device")

@@ -29,6 +29,9 @@ plan.device_blocker = lambda i: None
 for name in ("_make", "_make_route"):
     src = inspect.getsource(getattr(plan, name)).replace("if not x.is_cuda:", "if False:")
     exec(compile(src, plan.__file__, "exec"), plan.__dict__)
+# route's eager choice as for a CUDA tensor outside graph capture (one launch at decode sizes)
+exec(compile(inspect.getsource(ops._one_launch).replace("x.is_cuda and ", ""), ops.__file__, "exec"), ops.__dict__)
+ops._capturing = lambda: False
 plan._current_device = (-1).__index__
 plan._raw_stream_of = (0).__mul__
 plan.sm_count = functools.lru_cache(None)(lambda i: 132)
@@ -46,11 +49,13 @@ x = torch.randn(1, K).bfloat16()
 w = (torch.randn(N, K) * K ** -0.5).bfloat16()
 b = torch.randn(N).bfloat16()
 out = torch.empty(1, N, dtype=torch.bfloat16)
+route_out = (torch.empty(1, 4), torch.empty(1, 4, dtype=torch.int32))
 pw, pb = torch.nn.Parameter(w.clone()), torch.nn.Parameter(b.clone())
 p_ = plan.gemm(x, w, b, None, None, False)
 k = p_.kernel
 assert k is not None and k.origin == "fake"
-rp = plan.route(x, w, b, None, ops._args(4, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32), False)
+rp = plan.route(x, w, b, None, ops._args(4, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32), False,
+                one_launch=True)
 assert rp.kernel is not None, rp
 
 @torch.no_grad()
@@ -62,6 +67,7 @@ parts = {
     "router_gemm(out=)": lambda: cr.router_gemm(x, w, b, out=out),
     "torch.ops...router_gemm(x,w,b)": lambda: torch.ops.cutlass_router.router_gemm(x, w, b),
     "route(x,w,b,4)": lambda: cr.route(x, w, b, 4),
+    "route(out=)": lambda: cr.route(x, w, b, 4, out=route_out),
     "route, Parameters, no_grad": lambda: gate_route(x, pw, pb),
     "  plan.gemm (cached)": lambda: plan.gemm(x, w, b, None, None, False),
     "  plan.run_gemm (alloc+pack+launch)": lambda: plan.run_gemm(p_, x, w, b, None, False),

@@ -315,6 +315,24 @@ def test_a_select_spec_names_a_router_and_a_slot_count(kw):
         RouteSpec(**kw)
 
 
+def test_a_cuda_call_outside_graph_capture_asks_for_one_launch(monkeypatch):
+    """Eager (and torch.compile without graphs) the host's cost bounds a decode-size call: route asks for a fused
+    kernel there; inside CUDA-graph capture it takes the tuned table's choice unless out= asks for no allocation.
+    A CPU tensor never asks (the torch path), and capture is not even queried for it."""
+    import types
+
+    from cutlass_router import ops
+
+    a = ops._args(4, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32)
+    cuda, cpu = types.SimpleNamespace(is_cuda=True), types.SimpleNamespace(is_cuda=False)
+    outs = (None, (torch.empty(1), torch.empty(1), None), (torch.empty(1), torch.empty(1), torch.empty(1)))
+    for capturing in (False, True):
+        monkeypatch.setattr(ops, "_capturing", lambda: capturing)
+        assert [ops._one_launch(cuda, a, o) for o in outs] == [not capturing, True, not capturing]
+    monkeypatch.setattr(ops, "_capturing", lambda: 1 / 0)
+    assert [ops._one_launch(cpu, a, o) for o in outs] == [False, True, False]
+
+
 def test_out_without_a_logits_buffer_asks_for_a_fused_kernel_at_decode_sizes(monkeypatch):
     """route(out=...) allocates nothing at decode sizes: where the tuned table runs GEMM + select (whose logits need
     a buffer), a call whose out brings none for the GEMM's dtype gets a fused kernel instead."""
@@ -323,12 +341,12 @@ def test_out_without_a_logits_buffer_asks_for_a_fused_kernel_at_decode_sizes(mon
 
     N, K = 128, 2880
     assert dispatch.choose_route(N, K, 16) == dispatch.GEMM_THEN_SELECT  # what the table says (tuned/sm_90a.json)
-    fused = dispatch.choose_route(N, K, 16, alloc_free=True)
+    fused = dispatch.choose_route(N, K, 16, one_launch=True)
     assert fused != dispatch.GEMM_THEN_SELECT and fused in dispatch.reachable()
-    assert dispatch.choose_route(N, K, 1000, alloc_free=True) == dispatch.GEMM_THEN_SELECT  # above decode sizes
+    assert dispatch.choose_route(N, K, 1000, one_launch=True) == dispatch.GEMM_THEN_SELECT  # above decode sizes
     seen = []
     real = plan.route
-    monkeypatch.setattr(plan, "route", lambda *a, **kw: seen.append(kw.get("alloc_free")) or real(*a, **kw))
+    monkeypatch.setattr(plan, "route", lambda *a, **kw: seen.append(kw.get("one_launch")) or real(*a, **kw))
     x, w, b = torch.randn(3, 64).bfloat16(), torch.randn(8, 64).bfloat16(), torch.randn(8).bfloat16()
     w_, i_ = torch.empty(3, 2), torch.empty(3, 2, dtype=torch.int32)
     cr.route(x, w, b, 2)

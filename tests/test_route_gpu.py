@@ -7,7 +7,7 @@ are well separated must also pick the experts an fp64 pipeline picks. Outputs st
 import pytest
 import torch
 
-from cutlass_router import dispatch, manifest, plan, route
+from cutlass_router import dispatch, manifest, ops, plan, route
 from cutlass_router.families import route as fam
 from cutlass_router.routing_ref import select
 
@@ -35,6 +35,13 @@ def modes(N, top_k):
                routed_scaling_factor=2.5, logit_precision="fp32"), False
 
 
+@pytest.fixture
+def graph_path(monkeypatch):
+    """route's choice inside CUDA-graph capture (the tuned table: GEMM + select at decode sizes), made eagerly:
+    outside capture, route takes a fused kernel at decode sizes (ops._one_launch)."""
+    monkeypatch.setattr(ops, "_capturing", lambda: True)
+
+
 def run_and_check(x, w, b, cb, top_k, kw, with_bias):
     M, N = x.shape[0], w.shape[0]
     bias = b if with_bias else None
@@ -53,12 +60,19 @@ def run_and_check(x, w, b, cb, top_k, kw, with_bias):
     return ids
 
 
+@pytest.mark.parametrize("path", ["eager", "graph"])
 @pytest.mark.parametrize("N,K", [(8, 2880), (32, 2880), (60, 1000), (128, 2880), (256, 7168), (384, 2048)])
 @pytest.mark.parametrize("top_k", [1, 2, 4, 6, 8])
-def test_route_matches_the_reference(N, K, top_k):
+def test_route_matches_the_reference(N, K, top_k, path, request):
+    """Every mode, both of route's paths at decode sizes: eager (a fused kernel) and the one a CUDA graph
+    captures (the tuned table's, GEMM + select for the common shapes); above decode sizes they are the same."""
     if top_k > N:
         pytest.skip("top_k > N")
+    if path == "graph":
+        request.getfixturevalue("graph_path")
     for M in MS:
+        if path == "graph" and M > dispatch._ROUTE_FUSED_MAX_M:
+            continue
         x, w, b, cb = inputs(M, N, K, seed=M * 1000 + N + top_k)
         for kw, with_bias in modes(N, top_k):
             run_and_check(x, w, b, cb, top_k, dict(kw), with_bias)
@@ -73,7 +87,7 @@ FUSED = sorted(s for s, e in manifest.entries().items()
 @pytest.mark.parametrize("symbol", FUSED)
 def test_every_fused_kernel_forced(symbol, monkeypatch):
     """Each fused configuration (shipped, or a tuning candidate compiled here) at the shapes it covers."""
-    monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, alloc_free=False: symbol)
+    monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: symbol)
     plan.clear()
     try:
         limit = manifest.entry(symbol).launch["max_experts"]
@@ -145,9 +159,9 @@ def test_choice_ranks_ties_and_the_fallback(N, path, monkeypatch):
         fused = [s for s in FUSED if manifest.entry(s).launch["max_experts"] >= N]
         if not fused:
             pytest.skip("no fused kernel takes N")
-        monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, alloc_free=False: fused[0])
+        monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: fused[0])
     else:
-        monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, alloc_free=False: dispatch.GEMM_THEN_SELECT)
+        monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: dispatch.GEMM_THEN_SELECT)
     plan.clear()
     g = torch.Generator().manual_seed(N)
     try:
@@ -171,10 +185,13 @@ def test_choice_ranks_ties_and_the_fallback(N, path, monkeypatch):
 
 @pytest.mark.parametrize("N,n_group,topk_group", [(256, 8, 4), (256, 4, 2), (256, 2, 1), (128, 2, 1), (64, 4, 2),
                                                   (32, 16, 4), (384, 1, 1), (33, 1, 1), (8, 2, 1)])
-def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group):
+def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group, monkeypatch):
     """The sigmoid router's row-per-CTA select kernel (M <= BLOCK_MAX_M) against the reference and against the
     warp-per-row kernel (M above): groups inside a warp (gs = 2, 4, 16, 32), whole warps (gs = 64, 128), none; N
-    not a multiple of 32; ties (logits drawn from a few values) and fresh random rows."""
+    not a multiple of 32; ties (logits drawn from a few values) and fresh random rows. GEMM + select forced (these
+    untuned shapes would take a fused kernel at decode sizes)."""
+    monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: dispatch.GEMM_THEN_SELECT)
+    plan.clear()  # plans are cached per shape: none made before the forcing may serve this test
     top_k = min(8, topk_group * (N // n_group))
     g = torch.Generator(device="cuda").manual_seed(N + n_group)
     K = 64
@@ -194,10 +211,11 @@ def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group):
         a = plan.RouteArgs(top_k, "sigmoid", True, n_group, topk_group, 2.5, "fp32", None, torch.float32,
                            torch.int32)
         p = plan.route(x, w, None, cb, a, False)
-        if p.gemm is not None:
-            want = fam.BLOCK_SPEC.symbol if M <= fam.BLOCK_MAX_M and fam.block_select_ok(N, n_group) else \
-                fam.warp_select_symbol(N, "sigmoid")
-            assert p.kernel.entry.symbol == want, (M, p.kernel.entry.symbol)
+        assert p.gemm is not None
+        want = fam.BLOCK_SPEC.symbol if M <= fam.BLOCK_MAX_M and fam.block_select_ok(N, n_group) else \
+            fam.warp_select_symbol(N, "sigmoid")
+        assert p.kernel.entry.symbol == want, (M, p.kernel.entry.symbol)
+    plan.clear()
 
 
 def test_cuda_graph_replay_with_a_pdl_consumer_under_memory_traffic():
@@ -279,10 +297,14 @@ def test_the_plan_uses_the_kernels():
 
 @pytest.mark.parametrize("M,N,K", [(1, 32, 2880), (13, 128, 2880), (64, 128, 2880), (3, 256, 7168),
                                    (300, 128, 2880), (1000, 32, 2880)])
-def test_route_with_pdl_after_a_producer_that_triggers_early(M, N, K):
-    """As test_gpu's twin: x arrives 20 us after route launched (the producer triggers early); route must wait."""
+@pytest.mark.parametrize("path", ["eager", "graph"])
+def test_route_with_pdl_after_a_producer_that_triggers_early(M, N, K, path, request):
+    """As test_gpu's twin: x arrives 20 us after route launched (the producer triggers early); route must wait,
+    on either path (eager: a fused kernel at decode sizes; the graph's: GEMM + select)."""
     from conftest import early_trigger_copy
 
+    if path == "graph":
+        request.getfixturevalue("graph_path")
     copy = early_trigger_copy()
     _, w, b, cb = inputs(M, N, K, seed=3)
     sources = [inputs(M, N, K, seed=30 + i)[0] for i in range(4)]

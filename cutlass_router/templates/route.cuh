@@ -512,17 +512,23 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   if (row >= p.M) return;  // no barrier in this kernel
   const bool in_f32 = (p.flags & kInputF32) != 0;
   const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
+  // Every slot's load is issued before any is used: one branch on the input dtype around all of them, each load
+  // predicated. A branch per slot (dtype and bounds) kept each load in its own block, used at once: P dependent
+  // L2 round trips per row (SASS of the p4 and p8 kernels up to 2026-11-29).
   float v[kMaxP];
+  const long long o = row * p.ldi + lane * P;
+  if (in_f32) {
+    const float* src = static_cast<const float*>(p.logits_in) + o;
 #pragma unroll
-  for (int i = 0; i < kMaxP; ++i) {
-    const int n = lane * P + i;
-    float l = 0.f;
-    if (i < P && n < N) {
-      const long long o = row * p.ldi + n;
-      l = in_f32 ? static_cast<const float*>(p.logits_in)[o]
-                 : __bfloat162float(static_cast<const __nv_bfloat16*>(p.logits_in)[o]);
-    }
-    v[i] = sel_bf16 ? detail::round_bf16(l) : l;
+    for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? src[i] : 0.f;
+  } else {
+    const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(p.logits_in) + o;
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? __bfloat162float(src[i]) : 0.f;
+  }
+  if (sel_bf16) {
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i) v[i] = detail::round_bf16(v[i]);
   }
   select_row<kMaxP, kMode>(v, cb, P, p, row);
 }
