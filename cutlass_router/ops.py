@@ -259,23 +259,24 @@ class RouteResult(NamedTuple):
 _capturing = torch.cuda.is_current_stream_capturing
 
 
-def _one_launch(x, a, out) -> bool:
-    """Whether a route call takes a fused kernel (one launch, nothing allocated) at decode sizes where the tuned
-    table, chosen by CUDA-graph replay in the decode-layer loop, runs GEMM + select:
+def _one_launch(x, a, out) -> tuple[bool, bool]:
+    """(one_launch, eager) of a route call. one_launch: a fused kernel (one launch, nothing allocated) at decode
+    sizes where the tuned table, chosen by CUDA-graph replay in the decode-layer loop, runs GEMM + select:
     - out= allocates nothing: unless out brings a logits buffer the GEMM can write (its dtype: fp32 when choosing
       on fp32 logits), the GEMM's logits would need one;
-    - outside CUDA-graph capture (eager, torch.compile without graphs) the host's cost per call bounds a
+    - eager: outside CUDA-graph capture (eager, torch.compile without graphs) the host's cost per call bounds a
       decode-size call, not the GPU's: the second launch and the logits' allocation cost more host time than
       the fused kernel costs GPU time (scripts/eager_cost.py)."""
-    if out is not None and (out[2] is None or (out[2].dtype == torch.bfloat16 and a.logit_precision == "fp32")):
-        return True
-    return x.is_cuda and not _capturing()
+    eager = x.is_cuda and not _capturing()
+    alloc_free = out is not None and (out[2] is None or (out[2].dtype == torch.bfloat16 and a.logit_precision == "fp32"))
+    return alloc_free or eager, eager
 
 
 def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
     """The route ops' body: plan (cached), then the kernels or the torch path."""
     pdl, batch_invariant = _switches(pdl, batch_invariant)
-    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, one_launch=_one_launch(x, a, out))
+    one_launch, eager = _one_launch(x, a, out)
+    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, one_launch=one_launch, warm=eager)
     return plan.run_route(p, x, weight, bias, correction_bias, out, pdl)
 
 

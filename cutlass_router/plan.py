@@ -329,10 +329,12 @@ _ROUTE_PLANS: dict = {}
 
 
 def route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, choice: str | None = None,
-          one_launch: bool = False) -> RoutePlan:
+          one_launch: bool = False, warm: bool = False) -> RoutePlan:
     """The plan for a route() call; raises TypeError/ValueError on bad input. choice forces a fused kernel or
     dispatch.GEMM_THEN_SELECT instead of the dispatch table's pick (tune, tests), uncached. one_launch: a fused
-    kernel at decode sizes (dispatch.choose_route; ops._one_launch says when)."""
+    kernel at decode sizes (dispatch.choose_route; ops._one_launch says when). warm (an eager call): on a miss,
+    also make the plan a CUDA-graph capture of the same call takes (one_launch=False), so that its kernels load
+    now: an eager warm-up before capture is what loads a captured call's kernels outside capture."""
     disabled = _flag(_DISABLE)
     if choice is not None:
         return _make_route(x, weight, bias, correction_bias, a, invariant, disabled, choice)
@@ -346,8 +348,11 @@ def route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, choic
         key = found = None
     if found is not None:
         return found
-    return _keep(_ROUTE_PLANS, key, _make_route(x, weight, bias, correction_bias, a, invariant, disabled,
+    made = _keep(_ROUTE_PLANS, key, _make_route(x, weight, bias, correction_bias, a, invariant, disabled,
                                                 one_launch=one_launch))
+    if warm and one_launch:
+        route(x, weight, bias, correction_bias, a, invariant, one_launch=False)
+    return made
 
 
 def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, disabled: bool,

@@ -328,9 +328,32 @@ def test_a_cuda_call_outside_graph_capture_asks_for_one_launch(monkeypatch):
     outs = (None, (torch.empty(1), torch.empty(1), None), (torch.empty(1), torch.empty(1), torch.empty(1)))
     for capturing in (False, True):
         monkeypatch.setattr(ops, "_capturing", lambda: capturing)
-        assert [ops._one_launch(cuda, a, o) for o in outs] == [not capturing, True, not capturing]
+        assert [ops._one_launch(cuda, a, o) for o in outs] == \
+            [(not capturing, not capturing), (True, not capturing), (not capturing, not capturing)]
     monkeypatch.setattr(ops, "_capturing", lambda: 1 / 0)
-    assert [ops._one_launch(cpu, a, o) for o in outs] == [False, True, False]
+    assert [ops._one_launch(cpu, a, o) for o in outs] == [(False, False), (True, False), (False, False)]
+
+
+def test_an_eager_call_also_plans_what_a_capture_of_it_takes(monkeypatch):
+    """An eager call's plan (one launch) is not the one a CUDA-graph capture of the same call takes (the tuned
+    table's): on its first call route makes both, so that the capture's kernels load eagerly, outside capture,
+    as callers who warm up before capturing expect. A capture (or out=) call makes only its own."""
+    from cutlass_router import plan
+
+    x, w, b = torch.randn(3, 64).bfloat16(), torch.randn(8, 64).bfloat16(), torch.randn(8).bfloat16()
+    a = ops._args(2, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32)
+    made = []
+    real = plan._make_route
+    monkeypatch.setattr(plan, "_make_route", lambda *args, **kw: made.append(kw.get("one_launch")) or real(*args, **kw))
+    plan.clear()
+    plan.route(x, w, b, None, a, False, one_launch=True, warm=True)
+    plan.route(x, w, b, None, a, False, one_launch=True, warm=True)  # cached: nothing made
+    plan.route(x, w, b, None, a, False, one_launch=False)            # the capture's: made above
+    assert made == [True, False]
+    plan.clear()
+    plan.route(x, w, b, None, a, False, one_launch=True)             # out= under capture: its own plan only
+    assert made == [True, False, True]
+    plan.clear()
 
 
 def test_out_without_a_logits_buffer_asks_for_a_fused_kernel_at_decode_sizes(monkeypatch):

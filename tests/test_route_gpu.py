@@ -218,18 +218,22 @@ def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group, mo
     plan.clear()
 
 
-def test_cuda_graph_replay_with_a_pdl_consumer_under_memory_traffic():
+def test_cuda_graph_replay_with_a_pdl_consumer_under_memory_traffic(monkeypatch):
     """A producer (cuBLAS) writes x, route reads it with PDL, and a PDL-launched kernel (router_gemm, x = route's
     bf16 weights) reads route's output right away; captured in a CUDA graph and replayed 2,000 times while
     another stream saturates memory with copies. Every output of every replay is compared with the same calls
-    made without PDL."""
+    made without PDL, on the kernels a capture takes (eager, route would run a fused kernel). The warm-up is an
+    eager call, as a caller's would be: it must load the captured call's kernels too (plan.route's warm)."""
     from cutlass_router import router_gemm
 
     M, N, K, top_k = 8, 128, 2880, 8
     x, w, b, _ = inputs(M, N, K, seed=5)
     sources = [inputs(M, N, K, seed=100 + i)[0] for i in range(4)]
     consumer_w = (torch.randn(16, top_k, device="cuda") * 0.5).to(BF16)
-    expected = [route(src_, w, b, top_k, weights_dtype=BF16, pdl=False) for src_ in sources]
+    with monkeypatch.context() as m:
+        m.setattr(ops, "_capturing", lambda: True)
+        expected = [route(src_, w, b, top_k, weights_dtype=BF16, pdl=False) for src_ in sources]
+    plan.clear()  # the capture's plan must come from the eager warm-up below, not from the calls above
     expected_seen = [router_gemm(e.weights, consumer_w, pdl=False) for e in expected]
     eye = torch.eye(K, device="cuda", dtype=BF16)
     src = torch.empty_like(x)
