@@ -350,7 +350,7 @@ def route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool, choic
         return found
     made = _keep(_ROUTE_PLANS, key, _make_route(x, weight, bias, correction_bias, a, invariant, disabled,
                                                 one_launch=one_launch))
-    if warm and one_launch:
+    if warm and one_launch and key is not None:  # an uncached call would make both plans every time
         route(x, weight, bias, correction_bias, a, invariant, one_launch=False)
     return made
 
