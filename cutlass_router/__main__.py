@@ -103,6 +103,9 @@ def _tune(args) -> int:
         if args.what in ("gemm", "both"):
             table = tune.measure(N, K, ms, rep_ms=args.rep_ms, method=args.method)
             tune.write_table(path, N, K, table, command, args.method, "shapes", args.merge)
+        if args.what == "invariant":
+            table = tune.measure(N, K, ms, rep_ms=args.rep_ms, method=args.method, invariant=True)
+            tune.write_table(path, N, K, table, command, args.method, "invariant", args.merge)
         if args.what in ("route", "both") and model is not None:
             table = tune.measure_route(model, ms, rep_ms=args.rep_ms, method=args.method)
             tune.write_table(path, N, K, table, command, args.method, "route", args.merge)
@@ -146,7 +149,9 @@ def main(argv=None) -> int:
     t.add_argument("--model", nargs="+", help="known models: gpt-oss-20b, gpt-oss-120b, deepseek-v3")
     t.add_argument("--experts", type=int)
     t.add_argument("--hidden", type=int)
-    t.add_argument("--what", choices=("gemm", "route", "both"), default="both")
+    t.add_argument("--what", choices=("gemm", "route", "both", "invariant"), default="both",
+                   help="both: the GEMM and route ladders; invariant: batch-invariant mode's ladder (its order's "
+                        "kernels, checked to give each other's bits)")
     t.add_argument("--method", choices=("decode", "isolated"), default="decode")
     t.add_argument("--m", help="comma-separated M to measure (default 1, 2, 4, ... 8192)")
     t.add_argument("--write", help="table path (default: the package's tuned/sm_90a.json)")

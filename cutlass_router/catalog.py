@@ -48,6 +48,11 @@ _SPLITK = (
     (8, 4, 1, 1, 1),
 )
 
+# The same order (32, 1, 1) with one accumulator set at unroll 2 or 4 (SplitKSpec.acc = 1): unroll 1's bits, with
+# a slice's chunks loaded at once instead of one round trip each (a slice of 32 holds up to 2 chunks of K = 2880,
+# 4 of K = 7168). Batch-invariant mode's decode sizes.
+_SPLITK_ONE_SET = ((8, 4, 1, 1, 2), (4, 8, 1, 1, 2), (4, 8, 1, 1, 4), (8, 4, 1, 1, 4), (4, 8, 1, 2, 2))
+
 # (rows, tokens, vecs, threads): GEMV kernels for the first rungs of M (families/gemv.py). One pass over K = 2880
 # (360 vectors) or 7168 (896): 192 x 2 or 128 x 3 or 384 x 1 vectors, and 256 x 4 or 448 x 2. Chosen from a prototype
 # timed in the decode-layer loop (notes/l2/gemv.py, H200): one row per CTA beat two at every shape.
@@ -98,6 +103,7 @@ def specs() -> list:
     out += select_specs()
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
+        out += [SplitKSpec(dt, w, c, e, t, u, acc=1) for (w, c, e, t, u) in _SPLITK_ONE_SET]
         out += [GemvSpec(dt, r, m, v, t) for (r, m, v, t) in _GEMV]
         out += [invariant_tiled(*cfg, out_dtype=dt) for cfg in _TILED]
         out += [Sm90GemmSpec(dt, swap, tm, tn, tk, cluster_n=cn, kernel_schedule=ks, epilogue_schedule=_EPILOGUE[ks])

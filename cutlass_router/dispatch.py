@@ -81,10 +81,10 @@ def choose(N: int, K: int, M: int, out_dtype: str) -> str:
 
 # Batch-invariant mode: a ladder of kernels that all share one K reduction order (families/splitk_mma.py: order),
 # so each row gets the same bits at every M. The order is (32 K slices, unroll 1, one accumulator set) for every shape:
-# its split kernels come within 1.1x of the default at decode sizes on the three tuned shapes, and the tiled serial
-# kernels (splitk_tiled: no K split across CTAs, tokens tiled, the same per-element sequence) take the larger sizes,
-# where a split kernel's grid would grow with M x 32 K slices. Tuned per shape in tuned/<arch>.json "invariant"; untuned
-# shapes take these (the gpt-oss measurements, isolated replay, H200).
+# its split kernels serve decode sizes (those with acc=1 load a slice's chunks at once), and the tiled serial kernels
+# (splitk_tiled: no K split across CTAs, tokens tiled, the same per-element sequence) the larger sizes, where a split
+# kernel's grid would grow with M x 32 K slices. Tuned per shape in tuned/<arch>.json "invariant" (`tune --what
+# invariant`: the decode-layer loop to M = 512); untuned shapes take these (gpt-oss measurements, H200).
 INVARIANT_ORDER = (32, 1, 1)
 
 
@@ -98,10 +98,12 @@ def invariant_tiled(we: int, wt: int, e: int, t: int, stages: int, groups: int, 
 
 
 _G8, _G4, _G2 = invariant_tiled(1, 1, 2, 2, 3, 8), invariant_tiled(1, 2, 2, 2, 3, 4), invariant_tiled(1, 2, 2, 2, 3, 2)
-_INVARIANT_FEW = (_irung(90, SplitKSpec("bf16", 8, 4, 1, 1, 1)), _irung(724, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
+# The first rung: unroll 1's order with a slice's chunks (up to 4: K <= 8192) loaded at once (SplitKSpec.acc).
+_FIRST = SplitKSpec("bf16", 8, 4, 1, 1, 4, acc=1)
+_INVARIANT_FEW = (_irung(90, _FIRST), _irung(724, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
                   _irung(1448, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(2896, _G8), _irung(5792, _G4),
                   _irung(1 << 62, _G2))
-_INVARIANT_MANY = (_irung(32, SplitKSpec("bf16", 8, 4, 1, 1, 1)), _irung(181, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
+_INVARIANT_MANY = (_irung(32, _FIRST), _irung(181, SplitKSpec("bf16", 4, 8, 2, 2, 2)),
                    _irung(362, SplitKSpec("bf16", 4, 8, 2, 4, 1)), _irung(724, _G8), _irung(1448, _G4),
                    _irung(2896, _G2), _irung(5792, invariant_tiled(2, 2, 2, 2, 3, 1)),
                    _irung(1 << 62, invariant_tiled(4, 2, 2, 4, 4, 1)))

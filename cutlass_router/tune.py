@@ -33,6 +33,15 @@ def candidates() -> list[str]:
     return [s for s, e in manifest.entries().items() if e.out_dtype == "bf16" and e.family in GEMM_FAMILIES]
 
 
+def invariant_candidates() -> list[str]:
+    """Batch-invariant mode's candidates: every GEMM kernel (bf16) of its order (dispatch.INVARIANT_ORDER), split
+    kernels and tiled serial kernels alike, so that any ladder made of them keeps a row's bits at every M."""
+    from .families import splitk_mma
+
+    return [s for s, e in manifest.entries().items() if e.out_dtype == "bf16" and e.family == splitk_mma.FAMILY
+            and splitk_mma.order(e) == dispatch.INVARIANT_ORDER]
+
+
 def route_candidates(N: int) -> list[str]:
     """The fused route kernels whose cluster covers N experts, and the GEMM + select path."""
     fused = [s for s, e in manifest.entries().items()
@@ -65,9 +74,12 @@ def _time(N, K, M, fns: dict, method: str, rep_ms: int, with_bias: bool) -> dict
     return loop.measure({k: (lambda i, x, w, b, f=f: f(x, w, b)) for k, f in fns.items()}, rep_ms=2 * rep_ms)
 
 
-def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, method: str = "decode", log=print) -> dict:
-    """{M: {symbol: microseconds}} for every GEMM candidate that computes the right answer."""
+def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, method: str = "decode", log=print,
+            invariant: bool = False) -> dict:
+    """{M: {symbol: microseconds}} for every GEMM candidate that computes the right answer. invariant: batch-
+    invariant mode's candidates (invariant_candidates), which must also give each other's bits."""
     table: dict[int, dict[str, float]] = {}
+    among = invariant_candidates() if invariant else candidates()
     for M in ms:
         fns = {}
         g = torch.Generator(device="cuda").manual_seed(0)
@@ -75,7 +87,8 @@ def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, method: str = "decode
         w = (torch.randn(N, K, device="cuda", generator=g) * K ** -0.5).to(torch.bfloat16)
         b = torch.randn(N, device="cuda", dtype=torch.bfloat16, generator=g)
         ref = x.double() @ w.double().T + b.double()
-        for sym in candidates():
+        first = None  # invariant: the first candidate's output, which every other must equal bit for bit
+        for sym in among:
             out = torch.full((M, N), float("nan"), device="cuda", dtype=torch.bfloat16)
             try:
                 ops.run_kernel(sym, x, w, b, torch.bfloat16, out=out)
@@ -85,10 +98,15 @@ def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, method: str = "decode
             err = ((out.double() - ref).norm() / ref.norm()).item()
             if not err < 1e-2:
                 raise RuntimeError(f"{sym} is wrong at M={M} N={N} K={K}: relative error {err}")
+            if invariant:
+                first = (sym, out) if first is None else first
+                if not torch.equal(out, first[1]):
+                    raise RuntimeError(f"{sym} and {first[0]} share the invariant order but differ in bits at M={M} "
+                                       f"N={N} K={K}")
             fns[sym] = lambda x_, w_, b_, sym=sym: ops.run_kernel(sym, x_, w_, b_, torch.bfloat16)
         table[M] = _time(N, K, M, fns, method, rep_ms, True)
         best = min(table[M], key=table[M].get)
-        log(f"GEMM N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({_how(method, M)})")
+        log(f"{'invariant' if invariant else 'GEMM'} N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({_how(method, M)})")
     return table
 
 
@@ -166,8 +184,9 @@ def route_rungs(table: dict[int, dict[str, float]]) -> list[dict]:
     return [{"max_m": m, "kernel": s} for m, s in _rungs(table)]
 
 
-def _record(N, K, rungs_, table, command, hows: dict) -> dict:
-    return {"N": N, "K": K, "card": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
+def _record(N, K, rungs_, table, command, hows: dict, section: str) -> dict:
+    order = {"order": list(dispatch.INVARIANT_ORDER)} if section == "invariant" else {}
+    return {**order, "N": N, "K": K, "card": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
             "command": command, "method": {str(M): hows[M] for M in sorted(table)}, "pdl": env.flag(env.PDL),
             "rungs": rungs_,
             "us": {str(M): {s: round(t, 3) for s, t in sorted(row.items())} for M, row in sorted(table.items())}}
@@ -175,21 +194,24 @@ def _record(N, K, rungs_, table, command, hows: dict) -> dict:
 
 def write_table(path: Path, N: int, K: int, table: dict, command: str, method: str = "decode",
                 section: str = "shapes", merge: bool = False) -> None:
-    """Write one shape's rungs into section "shapes" (the GEMM) or "route" of the dispatch table file.
+    """Write one shape's rungs into section "shapes" (the GEMM), "invariant" (batch-invariant mode's GEMM) or
+    "route" of the dispatch table file.
 
     merge: keep the shape's recorded timings of every M not measured now (with how each was measured) and make
     the rungs from both, so that a few M can be retimed (new kernels, a new card state) without the rest."""
     data = json.loads(path.read_text()) if path.exists() else {"arch": ARCH, "shapes": []}
-    make = rungs if section == "shapes" else route_rungs
+    make = route_rungs if section == "route" else rungs
     old = next((s for s in data.get(section, []) if (s["N"], s["K"]) == (N, K)), None)
     hows = {M: _how(method, M) for M in table}
     if merge and old is not None:
-        kept = {int(M): row for M, row in old["us"].items() if int(M) not in table}
+        # Kept: the candidates' timings, not the default mode's, which the older invariant records carry.
+        kept = {int(M): {s: t for s, t in row.items() if s != "default"} for M, row in old["us"].items()
+                if int(M) not in table}
         hows.update({M: old["method"][str(M)] for M in kept})
         table = {**kept, **table}
         command = f"{old['command']}; then {command} (merged)"
     data[section] = [s for s in data.get(section, []) if (s["N"], s["K"]) != (N, K)]
-    data[section].append(_record(N, K, make(table), table, command, hows))
+    data[section].append(_record(N, K, make(table), table, command, hows, section))
     data[section].sort(key=lambda s: (s["N"], s["K"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")

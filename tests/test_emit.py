@@ -122,7 +122,7 @@ def test_batch_invariant_ladders_share_one_order_and_ship():
             ends = [r.max_m for r in dispatch.invariant_ladder(N, K)[:-1]]
             ms = [1, 8192, 65535 * 32, *ends, *(m + 1 for m in ends)]
             picked = {dispatch.choose_invariant(N, K, M, dt) for M in ms}
-            assert len(picked) == len(ends) + 1
+            assert picked == {getattr(r, dt) for r in dispatch.invariant_ladder(N, K)}  # every rung reached
             orders = {splitk_mma.order(entry(s)) for s in picked}
             assert orders == {dispatch.INVARIANT_ORDER}, (N, K, dt, picked)
             assert all(entry(s).out_dtype == dt and s in reach for s in picked), picked
@@ -169,6 +169,39 @@ def test_split_kernel_orders():
         SplitKSpec("bf16", 1, 1, 1, 40, 1, 32, 1, 1, warps_e=1, stages=3)  # 320 tokens: more than a TMA box
     with pytest.raises(ValueError, match="serial kernel"):
         SplitKSpec("bf16", 4, 1, 1, 1, 2, 32, 2, 3)
+
+
+def test_one_accumulator_set_keeps_unroll_1_s_order():
+    """acc=1: a split kernel with unroll 2 or 4 and one accumulator set computes what unroll 1 computes (the order
+    of batch-invariant mode) with more chunks in flight; the symbol and the emitted instantiation say so, and the
+    manifest entries of kernels without it are unchanged."""
+    from cutlass_router.families.splitk_mma import SplitKSpec
+
+    s = SplitKSpec("bf16", 8, 4, 1, 1, 2, acc=1)
+    assert s.order() == SplitKSpec("bf16", 8, 4, 1, 1, 1).order() == (32, 1, 1)
+    assert SplitKSpec("bf16", 8, 4, 1, 1, 2).order() == (32, 2, 2)  # without it: two sets, another order
+    assert s.symbol == "crt_splitk_bf16_w8_c4_e1_t1_u2_a1" and s.config()["acc"] == 1
+    assert "splitk_mma<8, 4, 1, 1, 2, __nv_bfloat16, 1>(params)" in s.emit()
+    assert "acc" not in SplitKSpec("bf16", 8, 4, 1, 1, 2).config()
+    assert "splitk_mma<8, 4, 1, 1, 2, __nv_bfloat16>(params)" in SplitKSpec("bf16", 8, 4, 1, 1, 2).emit()
+    for bad in (dict(acc=2), dict(acc=-1)):
+        with pytest.raises(ValueError, match="acc"):
+            SplitKSpec("bf16", 8, 4, 1, 1, 2, **bad)
+    with pytest.raises(ValueError, match="acc"):  # a serial kernel names its order instead
+        SplitKSpec("bf16", 1, 1, 2, 2, 1, 32, 1, 1, warps_e=1, stages=3, acc=1)
+
+
+def test_invariant_candidates_share_the_order():
+    """tune --what invariant times exactly the kernels of the invariant order: split (with and without acc=1) and
+    tiled."""
+    from cutlass_router import dispatch, manifest, tune
+    from cutlass_router.families import splitk_mma
+
+    cands = tune.invariant_candidates()
+    assert {splitk_mma.order(manifest.entry(s)) for s in cands} == {dispatch.INVARIANT_ORDER}
+    assert "crt_splitk_bf16_w8_c4_e1_t1_u2_a1" in cands and "crt_splitk_bf16_w8_c4_e1_t1_u1" in cands
+    assert any("tiled" in s for s in cands) and "crt_splitk_bf16_w4_c8_e1_t1_u2" not in cands  # (32, 2, 2)
+    assert all(manifest.entry(s).out_dtype == "bf16" for s in cands)
 
 
 def test_tiled_pack_writes_both_tensor_maps(monkeypatch):
@@ -249,3 +282,26 @@ def test_tune_merge_keeps_the_timings_it_did_not_retake(tmp_path, monkeypatch):
     assert rec["command"] == "tune all; then tune --m 1 (merged)"
     tune.write_table(path, 32, 2880, {1: {"a": 2.0}}, "tune --m 1")  # without merge: only what was measured
     assert json.loads(path.read_text())["shapes"][0]["us"] == {"1": {"a": 2.0}}
+
+
+def test_tune_writes_the_invariant_ladder_with_its_order(tmp_path, monkeypatch):
+    """--what invariant: section "invariant", the order recorded (dispatch reads the rungs; the ladder test checks
+    the order); a merge keeps kernels' timings, not the comparison column ("default") older records carry."""
+    from cutlass_router import dispatch, tune
+
+    monkeypatch.setattr(tune.torch.cuda, "get_device_name", lambda *a: "card")
+    a, b = "crt_splitk_bf16_w8_c4_e1_t1_u2_a1", "crt_splitk_bf16_w4_c8_e2_t2_u2"
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"arch": "sm_90a", "invariant": [
+        {"N": 32, "K": 2880, "order": [32, 1, 1], "command": "old", "method": {"64": "isolated"},
+         "rungs": [], "us": {"64": {"default": 0.5, a: 5.0, b: 4.0}}}]}))
+    try:
+        tune.write_table(path, 32, 2880, {1: {a: 2.0, b: 3.0}}, "tune --what invariant --m 1", section="invariant",
+                         merge=True)
+        rec = json.loads(path.read_text())["invariant"][0]
+        assert rec["order"] == list(dispatch.INVARIANT_ORDER)
+        assert rec["us"]["64"] == {a: 5.0, b: 4.0}
+        assert [(r["max_m"], r["bf16"], r["f32"]) for r in rec["rungs"]] == \
+            [(1, a, a.replace("_bf16_", "_f32_")), (1 << 62, b, b.replace("_bf16_", "_f32_"))]
+    finally:
+        dispatch.reload()

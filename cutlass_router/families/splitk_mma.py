@@ -48,6 +48,8 @@ class SplitKSpec:
     warps_e: int = 0       # serial kernel: warps along the experts (`warps` are then along the tokens)
     stages: int = 0        # serial kernel: shared-memory stages of one 64-wide K chunk each
     groups: int = 0        # serial kernel: warp groups sharing the K slices (0 or 1: one group)
+    acc: int = 0           # split kernel: 1 = one accumulator set at any unroll, unroll 1's bits (splitk_mainloop's
+                           # kAccSets); 0 = two sets when E x T <= 2 and unroll >= 2
 
     def __post_init__(self):
         if self.groups == 1:  # one group is no groups: one spelling, one symbol, one manifest entry
@@ -58,6 +60,8 @@ class SplitKSpec:
             raise ValueError(f"cluster must be 1..16 CTAs (Hopper's non-portable limit), got {self.cluster}")
         if self.warps * 32 > 1024 or self.warps < 1:
             raise ValueError(f"warps must be 1..32, got {self.warps}")
+        if self.acc not in (0, 1) or (self.acc and self.order_slices):
+            raise ValueError(f"acc is 0 (automatic) or 1 (one accumulator set), and for split kernels only: {self}")
         if self.order_slices and not (self.cluster == 1 and self.order_unroll >= 1 and self.order_acc in (1, 2)):
             raise ValueError(f"a serial kernel has no cluster and names its order (slices, unroll, accumulator sets "
                              f"1 or 2), got cluster {self.cluster}, order {self.order()}")
@@ -76,7 +80,7 @@ class SplitKSpec:
             s, u, a = self.order_slices, self.order_unroll, self.order_acc
         else:
             s, u = self.warps * self.cluster, self.unroll
-            a = 2 if self.exp_tiles * self.tok_tiles <= 2 and self.unroll >= 2 else 1  # splitk_mainloop's kAcc
+            a = self.acc or (2 if self.exp_tiles * self.tok_tiles <= 2 and self.unroll >= 2 else 1)  # its kAcc
         return s, (u if a > 1 else 1), a
 
     def tile(self) -> tuple[int, int]:
@@ -109,11 +113,11 @@ class SplitKSpec:
             return (f"crt_splitk_{self.out_dtype}_tiled_we{self.warps_e}_wt{self.warps}_e{self.exp_tiles}"
                     f"_t{self.tok_tiles}_s{self.stages}{f'_g{self.groups}' if self.groups > 1 else ''}_o{s}x{u}x{a}")
         return (f"crt_splitk_{self.out_dtype}_w{self.warps}_c{self.cluster}"
-                f"_e{self.exp_tiles}_t{self.tok_tiles}_u{self.unroll}")
+                f"_e{self.exp_tiles}_t{self.tok_tiles}_u{self.unroll}{f'_a{self.acc}' if self.acc else ''}")
 
     def config(self) -> dict:
         # The serial kernels' fields only where set: the split kernels' manifest entries (and source hashes) stay.
-        return {k: v for k, v in asdict(self).items() if v or k not in ("warps_e", "stages", "groups")}
+        return {k: v for k, v in asdict(self).items() if v or k not in ("warps_e", "stages", "groups", "acc")}
 
     def launch(self) -> dict:
         experts, tokens = self.tile()
@@ -133,7 +137,7 @@ class SplitKSpec:
             params = "SplitKTiledParams"
         else:
             call = (f"splitk_mma<{self.warps}, {self.cluster}, {self.exp_tiles}, {self.tok_tiles}, {self.unroll}, "
-                    f"{dtype}>")
+                    f"{dtype}{f', {self.acc}' if self.acc else ''}>")
             bounds = f"{32 * self.warps}, 1"
             params = "SplitKParams"
         return (

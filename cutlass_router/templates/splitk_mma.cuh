@@ -121,9 +121,13 @@ struct NoPrologue {
 //   prologue: runs once, after the pointers and accumulators are set up and before the first load: the place
 //             for the caller's loads that do not depend on the previous kernel (bias), so they overlap W's
 //   kUnroll:  64-wide K chunks loaded per warp before its MMAs run
+//   kAccSets: 0: two accumulator sets when registers allow (below); 1: one set at any unroll, and no MMA past the
+//             slice's last chunk: unroll 1's arithmetic, bit for bit, with kUnroll chunks' loads in flight (the
+//             batch-invariant order at decode sizes, where a slice's chunks loaded one at a time cost a round trip each)
 // Every thread returns from it after its griddepcontrol.wait: from then on it may read what the previous kernel
 // wrote, and write outputs.
-template <int kSlices, int kExpTiles, int kTokTiles, int kUnroll, typename Params, typename Prologue = NoPrologue>
+template <int kSlices, int kExpTiles, int kTokTiles, int kUnroll, int kAccSets = 0, typename Params,
+          typename Prologue = NoPrologue>
 __device__ __forceinline__ void splitk_mainloop(const Params& p, int n0, int m0, int slice,
                                                 float (&out)[kExpTiles][kTokTiles][4],
                                                 Prologue&& prologue = Prologue{}) {
@@ -149,7 +153,8 @@ __device__ __forceinline__ void splitk_mainloop(const Params& p, int n0, int m0,
     xrow[t] = p.x + static_cast<long long>(min(m0 + 8 * t + g, p.M - 1)) * p.ldx + 8 * q;
 
   // Two accumulator sets halve the dependent MMA chain when registers allow.
-  constexpr int kAcc = (kExpTiles * kTokTiles <= 2 && kUnroll >= 2) ? 2 : 1;
+  static_assert(kAccSets == 0 || kAccSets == 1, "kAccSets: 0 (automatic) or 1");
+  constexpr int kAcc = kAccSets ? kAccSets : (kExpTiles * kTokTiles <= 2 && kUnroll >= 2) ? 2 : 1;
   float acc[kAcc][kExpTiles][kTokTiles][4];
 #pragma unroll
   for (int a = 0; a < kAcc; ++a)
@@ -196,7 +201,9 @@ __device__ __forceinline__ void splitk_mainloop(const Params& p, int n0, int m0,
                                                     in_range && k + 32 * v + 8 <= p.K);
     }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u)
+    for (int u = 0; u < kUnroll; ++u) {
+      // Unroll 1 never runs a chunk past the slice: an MMA of zeros would turn a -0.0 partial into +0.0.
+      if (kAccSets == 1 && u > 0 && c0 + u >= c_end) break;
 #pragma unroll
       for (int s = 0; s < 4; ++s) {
         const int v = s >> 1, lo = 2 * (s & 1), hi = lo + 1;  // MMA step s uses words lo, hi of vector v
@@ -212,6 +219,7 @@ __device__ __forceinline__ void splitk_mainloop(const Params& p, int n0, int m0,
                 detail::word(xv[u][t][v], lo), detail::word(xv[u][t][v], hi),
                 c[e][t][0], c[e][t][1], c[e][t][2], c[e][t][3]);
       }
+    }
   }
 #pragma unroll
   for (int a = 1; a < kAcc; ++a)
@@ -235,7 +243,8 @@ __device__ __forceinline__ void splitk_mainloop(const Params& p, int n0, int m0,
 // kExpTiles: 16-expert MMA tiles per CTA
 // kTokTiles: 8-token MMA tiles per CTA
 // kUnroll:   64-wide K chunks loaded per warp before its MMAs run
-template <int kWarps, int kCluster, int kExpTiles, int kTokTiles, int kUnroll, typename OutT>
+// kAccSets:  splitk_mainloop's (0: automatic; 1: unroll 1's arithmetic with kUnroll chunks in flight)
+template <int kWarps, int kCluster, int kExpTiles, int kTokTiles, int kUnroll, typename OutT, int kAccSets = 0>
 __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   constexpr int kSlices = kWarps * kCluster;           // K slices per output tile
   constexpr int kOwnLanes = (32 + kCluster - 1) / kCluster;
@@ -263,7 +272,7 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   float acc[kExpTiles][kTokTiles][4];
   float bias_pre[2] = {0.f, 0.f};
   constexpr int kOwned = kExpTiles * kTokTiles * kOwnLanes;
-  splitk_mainloop<kSlices, kExpTiles, kTokTiles, kUnroll>(p, n0, m0, slice, acc, [&] {
+  splitk_mainloop<kSlices, kExpTiles, kTokTiles, kUnroll, kAccSets>(p, n0, m0, slice, acc, [&] {
     // Bias does not depend on the previous kernel either: fetch the owner's first fragment rows now, so no
     // global load is left after the reduction.
     if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOwned) {
