@@ -219,14 +219,16 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
       const float score = gs >= 2 ? t.f1 + t.f2 : t.f1;  // at the group's first lane
       // Lane g < n_group takes group g's score; keep the topk_group best groups (ties -> lower group id).
       const float gscore = __shfl_sync(kAll, score, lane < p.n_group ? lane * L : 0);
-      uint32_t gkey = lane < p.n_group ? detail::order_key(gscore) : 0u;
-      bool keep = false;
-      for (int r = 0; r < p.topk_group; ++r) {
-        const uint32_t kmax = __reduce_max_sync(kAll, gkey);
-        const uint32_t win = __reduce_min_sync(kAll, gkey == kmax ? static_cast<uint32_t>(lane) : 32u);
-        if (static_cast<uint32_t>(lane) == win) { keep = true; gkey = 0u; }
+      const uint32_t gkey = lane < p.n_group ? detail::order_key(gscore) : 0u;
+      // A group's rank: how many groups beat it (n_group independent shuffles, where topk_group rounds of
+      // arg-max were a chain of 2 topk_group reductions); the topk_group best are kept, as those rounds kept them.
+      int grank = 0;
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        if (j >= p.n_group) break;  // uniform: the shuffles stay convergent
+        grank += detail::beats(__shfl_sync(kAll, gkey, j), j, gkey, lane) ? 1 : 0;
       }
-      const uint32_t kept = __ballot_sync(kAll, keep);
+      const uint32_t kept = __ballot_sync(kAll, lane < p.n_group && grank < p.topk_group);
       if (!((kept >> min(lane / L, 31)) & 1u)) {
         // As transformers' DeepseekV3TopkRouter (5.x) and routing_ref.py: the other groups' choice values are
         // masked with -inf, so they rank below every kept expert (but stay selectable, so ids stay distinct).
@@ -257,36 +259,49 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
     }
   }
 
+  // The lane's slots sorted once, best first, by odd-even transposition (adjacent exchanges on a strictly larger
+  // key only: stable, so among equal keys the lower slot, the lower id, stays first). A round then reads each
+  // lane's head and only the winner moves on: two reductions a round, where a tournament over the slots, the
+  // winner's value fetched and its slot cleared made each round's chain twice as long.
+  uint32_t sk[kMaxP];
+  int si[kMaxP];
+#pragma unroll
+  for (int i = 0; i < kMaxP; ++i) { sk[i] = key[i]; si[i] = i; }
+#pragma unroll
+  for (int pass = 0; pass < kMaxP; ++pass)
+#pragma unroll
+    for (int i = pass & 1; i + 1 < kMaxP; i += 2)
+      if (sk[i + 1] > sk[i]) {
+        const uint32_t k = sk[i]; sk[i] = sk[i + 1]; sk[i + 1] = k;
+        const int j = si[i]; si[i] = si[i + 1]; si[i + 1] = j;
+      }
+
   // top_k rounds; lane j keeps the j-th choice. Not unrolled: in a decode step the kernel's code is cold (the
   // layers' weights stream through L2 between two routings), and a rolled round is fetched once, not top_k times.
   int my_id = 0;
-  float my_val = 0.f;
 #pragma unroll 1
   for (int r = 0; r < top_k; ++r) {
-    // The lane's best: a tournament over its slots (depth log2 kMaxP, not a chain of kMaxP dependent compares).
-    // A slot beats the slot to its left only with a strictly larger key, so the lower id wins a tie.
-    uint32_t tk[kMaxP];
-    int ti[kMaxP];
-    float tv[kMaxP];
-#pragma unroll
-    for (int i = 0; i < kMaxP; ++i) { tk[i] = key[i]; ti[i] = i; tv[i] = val[i]; }
-#pragma unroll
-    for (int s = 1; s < kMaxP; s <<= 1)
-#pragma unroll
-      for (int i = 0; i + s < kMaxP; i += 2 * s)
-        if (tk[i + s] > tk[i]) { tk[i] = tk[i + s]; ti[i] = ti[i + s]; tv[i] = tv[i + s]; }
-    const uint32_t bk = tk[0];
-    // A lane with nothing left (bk == 0) never wins: every expert < N has a key > 0 and top_k <= N.
-    const int bi = base + ti[0];
-    const float bv = tv[0];
+    // A lane with nothing left (head key 0) never wins: every expert < N has a key > 0 and top_k <= N.
+    const uint32_t bk = sk[0];
+    const uint32_t bi = static_cast<uint32_t>(base + si[0]);
     const uint32_t kmax = __reduce_max_sync(kAll, bk);
-    const uint32_t win = __reduce_min_sync(kAll, bk == kmax ? static_cast<uint32_t>(bi) : 0xFFFFFFFFu);
-    const uint32_t owner = __ballot_sync(kAll, static_cast<uint32_t>(bi) == win);
-    const float wv = __shfl_sync(kAll, bv, __ffs(owner) - 1);
+    const uint32_t win = __reduce_min_sync(kAll, bk == kmax ? bi : 0xFFFFFFFFu);
+    if (bi == win) {  // the winner's next slot becomes its head
 #pragma unroll
-    for (int i = 0; i < kMaxP; ++i)
-      if (static_cast<uint32_t>(base + i) == win) key[i] = 0u;
-    if (lane == r) { my_id = static_cast<int>(win); my_val = wv; }
+      for (int i = 0; i + 1 < kMaxP; ++i) { sk[i] = sk[i + 1]; si[i] = si[i + 1]; }
+      sk[kMaxP - 1] = 0u;
+    }
+    if (lane == r) my_id = static_cast<int>(win);
+  }
+  // Each choice's value from the lane that holds it: kMaxP independent shuffles, after the rounds.
+  float my_val = 0.f;
+  {
+    const int owner = my_id / P, slot = my_id - owner * P;
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i) {
+      const float t = __shfl_sync(kAll, val[i], owner);
+      if (slot == i) my_val = t;
+    }
   }
 
   // Weights; lanes < top_k <= 8 hold the choices, so xor-shuffles over 4, 2, 1 sum them.
