@@ -1,4 +1,5 @@
-"""Measure every candidate per M on this GPU and write the dispatch tables (tuned/<arch>.json).
+"""Measure every candidate per M on this GPU and write the dispatch tables (tuned/<arch>.json): the GEMM's, batch-
+invariant mode's (the candidates of its order only) and route's.
 
 By default each candidate is timed where it runs in a model, inside the decode-layer loop (yardstick.DecodeLoop:
 out-projection GEMM and residual, RMSNorm, then the router, in distinct layers so that the router weights are
