@@ -144,8 +144,9 @@ def main(argv=None) -> int:
     t = sub.add_parser("tune", help="time every candidate per M on this GPU and write the dispatch tables",
                        description="On an sm90 GPU: check and time every candidate per M and write the dispatch "
                                    "tables (tuned/sm_90a.json): the GEMM ladder and, for a known model, the route "
-                                   "ladder (--what invariant: batch-invariant mode's ladder). By default inside the decode-layer loop (cold weights, a producer "
-                                   "before the router); --method isolated times back-to-back replays instead.")
+                                   "ladder (--what invariant: batch-invariant mode's ladder). By default inside "
+                                   "the decode-layer loop (cold weights, a producer before the router); --method "
+                                   "isolated times back-to-back replays instead.")
     t.add_argument("--model", nargs="+", help="known models: gpt-oss-20b, gpt-oss-120b, deepseek-v3")
     t.add_argument("--experts", type=int)
     t.add_argument("--hidden", type=int)

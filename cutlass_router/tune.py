@@ -107,7 +107,8 @@ def measure(N: int, K: int, ms=M_LADDER, rep_ms: int = 20, method: str = "decode
             fns[sym] = lambda x_, w_, b_, sym=sym: ops.run_kernel(sym, x_, w_, b_, torch.bfloat16)
         table[M] = _time(N, K, M, fns, method, rep_ms, True)
         best = min(table[M], key=table[M].get)
-        log(f"{'invariant' if invariant else 'GEMM'} N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({_how(method, M)})")
+        what = "invariant" if invariant else "GEMM"
+        log(f"{what} N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({_how(method, M)})")
     return table
 
 
