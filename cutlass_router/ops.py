@@ -260,23 +260,25 @@ _capturing = torch.cuda.is_current_stream_capturing
 
 
 def _one_launch(x, a, out) -> tuple[bool, bool]:
-    """(one_launch, eager) of a route call. one_launch: a fused kernel (one launch, nothing allocated) at decode
+    """(one_launch, warm) of a route call. one_launch: a fused kernel (one launch, nothing allocated) at decode
     sizes where the tuned table, chosen by CUDA-graph replay in the decode-layer loop, runs GEMM + select:
     - out= allocates nothing: unless out brings a logits buffer the GEMM can write (its dtype: fp32 when choosing
       on fp32 logits), the GEMM's logits would need one;
     - eager: outside CUDA-graph capture (eager, torch.compile without graphs) the host's cost per call bounds a
       decode-size call, not the GPU's: the second launch and the logits' allocation cost more host time than
-      the fused kernel costs GPU time (scripts/eager_cost.py)."""
+      the fused kernel costs GPU time (scripts/eager_cost.py).
+    warm (plan.route): an eager call whose capture would plan otherwise, i.e. one_launch for being eager only (an
+    allocation-free out= call takes the fused kernel under capture too)."""
     eager = x.is_cuda and not _capturing()
     alloc_free = out is not None and (out[2] is None or (out[2].dtype == torch.bfloat16 and a.logit_precision == "fp32"))
-    return alloc_free or eager, eager
+    return alloc_free or eager, eager and not alloc_free
 
 
 def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
     """The route ops' body: plan (cached), then the kernels or the torch path."""
     pdl, batch_invariant = _switches(pdl, batch_invariant)
-    one_launch, eager = _one_launch(x, a, out)
-    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, one_launch=one_launch, warm=eager)
+    one_launch, warm = _one_launch(x, a, out)
+    p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, one_launch=one_launch, warm=warm)
     return plan.run_route(p, x, weight, bias, correction_bias, out, pdl)
 
 
