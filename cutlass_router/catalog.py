@@ -8,7 +8,7 @@ from __future__ import annotations
 from .dispatch import invariant_tiled
 from .families.cutlass_sm90 import Sm90GemmSpec
 from .families.gemv import GemvSpec
-from .families.route import RouteSpec, select_specs
+from .families.route import RouteGemvSpec, RouteSpec, select_specs
 from .families.splitk_mma import SplitKSpec
 
 OUT_DTYPES = ("bf16", "f32")
@@ -55,9 +55,12 @@ _SPLITK_ONE_SET = ((8, 4, 1, 1, 2), (4, 8, 1, 1, 2), (4, 8, 1, 1, 4), (8, 4, 1, 
 
 # (rows, tokens, vecs, threads): GEMV kernels for the first rungs of M (families/gemv.py). One pass over K = 2880
 # (360 vectors) or 7168 (896): 192 x 2 or 128 x 3 or 384 x 1 vectors, and 256 x 4 or 448 x 2. Chosen from a prototype
-# timed in the decode-layer loop (notes/l2/gemv.py, H200): one row per CTA beat two at every shape.
+# timed in the decode-layer loop (notes/l2/gemv.py, H200), where two rows per CTA lost to one: with 192 threads, each
+# then issued 4 W loads. What costs is the loads per thread, not the bytes per SM (thirteenth session,
+# notes/l2/gemvroute.cu): two rows over 384 threads (2 W loads each) cost what one row does, and read each token's x
+# once for two experts, so they serve gpt-oss-120b to M = 8 and gpt-oss-20b at M = 2-32 (tune, 2026-11-29).
 _GEMV = ((1, 1, 2, 192), (1, 1, 3, 128), (1, 1, 1, 384), (1, 2, 2, 192), (1, 2, 1, 384), (1, 4, 1, 384),
-         (1, 1, 4, 256), (1, 1, 2, 448), (1, 2, 2, 448), (1, 4, 2, 448))
+         (1, 1, 4, 256), (1, 1, 2, 448), (1, 2, 2, 448), (1, 4, 2, 448), (2, 1, 1, 384), (2, 2, 1, 384))
 
 # Tiled serial kernels (splitk_tiled) for the batch-invariant mode above decode sizes: (expert warps, token warps,
 # exp_tiles, tok_tiles, stages, warp groups), each in the invariant order (dispatch.invariant_tiled). Picked from 23
@@ -97,9 +100,15 @@ _ROUTE = (
     (8, 1, 3, 1, 2),    # 48 experts a CTA: N <= 384 in 8 CTAs
 )
 
+# (rows, tokens, vecs, threads): fused route kernels whose CTAs are GEMVs (route_gemv), N <= 16 rows in one cluster.
+# Two rows a CTA with a thread per 16-byte vector of each row (K <= 3072 in one pass), as the prototype that beat
+# GEMM + select by 0.6-0.9 us on gpt-oss-20b in the decode loop (notes/l2/gemvroute.cu, rl_c16_r2_g1_*).
+_ROUTE_GEMV = ((2, 1, 1, 384), (2, 2, 1, 384))
+
 
 def specs() -> list:
     out = [RouteSpec(w, s, e, t, u) for (w, s, e, t, u) in _ROUTE]
+    out += [RouteGemvSpec(r, m, v, t) for (r, m, v, t) in _ROUTE_GEMV]
     out += select_specs()
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]

@@ -16,7 +16,8 @@ SHIPPED = sorted(dispatch.reachable())
 # for the route kernels the warp reductions of the expert choice (redux.sync), or for the row-per-CTA select kernel
 # its rank shuffles and block barriers.
 WANT = {"splitk_mma": ("HMMA.16816.F32.BF16",), "gemv": ("FFMA", "LDG.E.128.CONSTANT"), "cutlass_sm90": ("HGMMA.",),
-        "route": ("HMMA.16816.F32.BF16", "REDUX"), "route_select": ("REDUX",),
+        "route": ("HMMA.16816.F32.BF16", "REDUX"), "route_gemv": ("FFMA", "LDG.E.128.CONSTANT", "REDUX"),
+        "route_select": ("REDUX",),
         "route_select_block": ("SHFL.IDX", "BAR.SYNC")}
 
 
@@ -49,7 +50,8 @@ def _check_sass(symbol: str, cubin) -> None:
     env = dict(os.environ, PATH=os.path.dirname(tool) + os.pathsep + os.environ.get("PATH", ""))
     sass = subprocess.run([tool, "--dump-sass", str(cubin)], capture_output=True, text=True, check=True,
                           env=env).stdout
-    kind = "route_select_block" if e.config.get("block") else "route_select" if e.config.get("select_only") else e.family
+    kind = ("route_select_block" if e.config.get("block") else "route_select" if e.config.get("select_only")
+            else "route_gemv" if e.config.get("gemv") else e.family)
     for want in WANT[kind]:
         assert want in sass, f"{symbol}: no {want} in its SASS"
     assert not opcodes(sass) & {"LDL", "STL"}, f"{symbol}: local-memory loads/stores in SASS"

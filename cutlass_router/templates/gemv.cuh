@@ -22,29 +22,21 @@
 #include "splitk_mma.cuh"
 
 namespace cutlass_router {
+namespace detail {
 
-// kRows:    expert rows per CTA
-// kTokens:  tokens per CTA (blockIdx.y tiles M)
-// kVecs:    16-byte vectors of K per thread and row per pass; K <= 8 * kVecs * kThreads takes one pass
-// kThreads: threads per CTA
-template <int kRows, int kTokens, int kVecs, int kThreads, typename OutT>
-__device__ __forceinline__ void router_gemv(const SplitKParams& p) {
+// This CTA's dot products of expert rows [n0, n0 + kRows) with tokens [m0, m0 + kTokens) over the whole of K, in
+// fp32: thread i < kRows * kTokens returns row n0 + i / kTokens with token m0 + i % kTokens (0 for a row >= N or a
+// token >= M), the other threads 0; vecs = K / 8. Every thread of the CTA calls it (one __syncthreads). Its griddepcontrol.wait
+// comes before the first x load; W is loaded before it in the source.
+//   kVecs:    16-byte vectors of K per thread and row per pass; K <= 8 * kVecs * kThreads takes one pass
+template <int kRows, int kTokens, int kVecs, int kThreads, typename Params>
+__device__ __forceinline__ float gemv_dot(const Params& p, const int n0, const int m0, const int vecs) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "whole warps");
   constexpr int kWarps = kThreads / 32;
   constexpr int kOut = kRows * kTokens;
   static_assert(kOut <= kThreads, "a thread per output in the last step");
   constexpr int kStep = kVecs * kThreads;  // vectors per pass
   __shared__ float red[kWarps][kOut];
-
-  const int n0 = blockIdx.x * kRows;
-  const int m0 = blockIdx.y * kTokens;
-  const int vecs = p.K / 8;
-
-  // The bias does not depend on the previous kernel: output i's, fetched before the wait by thread i.
-  float bias_pre = 0.f;
-  if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOut && n0 + static_cast<int>(threadIdx.x) / kTokens < p.N)
-    bias_pre = __bfloat162float(p.bias[n0 + threadIdx.x / kTokens]);
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
   float acc[kRows][kTokens];
 #pragma unroll
@@ -63,7 +55,7 @@ __device__ __forceinline__ void router_gemv(const SplitKParams& p) {
       const int v = base + static_cast<int>(threadIdx.x) + s * kThreads;
 #pragma unroll
       for (int r = 0; r < kRows; ++r)
-        wv[r][s] = detail::load_16B(p.w + static_cast<long long>(n0 + r) * p.ldw + 8 * v, v < vecs && n0 + r < p.N);
+        wv[r][s] = load_16B(p.w + static_cast<long long>(n0 + r) * p.ldw + 8 * v, v < vecs && n0 + r < p.N);
     }
     if (first) asm volatile("griddepcontrol.wait;" ::: "memory");  // x may come from the previous kernel
 #pragma unroll
@@ -71,8 +63,8 @@ __device__ __forceinline__ void router_gemv(const SplitKParams& p) {
       const int v = base + static_cast<int>(threadIdx.x) + s * kThreads;
 #pragma unroll
       for (int m = 0; m < kTokens; ++m)
-        xv[m][s] = detail::load_16B_after_wait(p.x + static_cast<long long>(m0 + m) * p.ldx + 8 * v,
-                                               v < vecs && m0 + m < p.M);
+        xv[m][s] = load_16B_after_wait(p.x + static_cast<long long>(m0 + m) * p.ldx + 8 * v,
+                                       v < vecs && m0 + m < p.M);
     }
 #pragma unroll
     for (int s = 0; s < kVecs; ++s)
@@ -104,12 +96,38 @@ __device__ __forceinline__ void router_gemv(const SplitKParams& p) {
       if (lane == 0) red[warp][r * kTokens + m] = v;
     }
   __syncthreads();
+  float t = 0.f;
+  if (static_cast<int>(threadIdx.x) < kOut) {
+    t = red[0][threadIdx.x];
+#pragma unroll
+    for (int i = 1; i < kWarps; ++i) t += red[i][threadIdx.x];
+  }
+  return t;
+}
+
+}  // namespace detail
+
+// kRows:    expert rows per CTA
+// kTokens:  tokens per CTA (blockIdx.y tiles M)
+// kVecs:    16-byte vectors of K per thread and row per pass (detail::gemv_dot)
+// kThreads: threads per CTA
+template <int kRows, int kTokens, int kVecs, int kThreads, typename OutT>
+__device__ __forceinline__ void router_gemv(const SplitKParams& p) {
+  constexpr int kOut = kRows * kTokens;
+  const int n0 = blockIdx.x * kRows;
+  const int m0 = blockIdx.y * kTokens;
+  const int vecs = p.K / 8;
+
+  // The bias does not depend on the previous kernel: output i's, fetched before the wait by thread i.
+  float bias_pre = 0.f;
+  if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOut && n0 + static_cast<int>(threadIdx.x) / kTokens < p.N)
+    bias_pre = __bfloat162float(p.bias[n0 + threadIdx.x / kTokens]);
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+
+  float t = detail::gemv_dot<kRows, kTokens, kVecs, kThreads>(p, n0, m0, vecs);
   if (static_cast<int>(threadIdx.x) < kOut) {
     const int n = n0 + threadIdx.x / kTokens, m = m0 + threadIdx.x % kTokens;
     if (n < p.N && m < p.M) {
-      float t = red[0][threadIdx.x];
-#pragma unroll
-      for (int i = 1; i < kWarps; ++i) t += red[i][threadIdx.x];
       if (p.bias != nullptr) t += bias_pre;
       static_cast<OutT*>(p.out)[static_cast<long long>(m) * p.ldo + n] = detail::from_float<OutT>(t);
     }

@@ -43,6 +43,7 @@
 #include <type_traits>
 #include <cuda_bf16.h>
 
+#include "gemv.cuh"
 #include "splitk_mma.cuh"
 
 namespace cutlass_router {
@@ -146,6 +147,14 @@ __device__ __forceinline__ uint32_t cluster_num_ctas() {
   uint32_t n;
   asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
   return n;
+}
+
+// Store one float into CTA `rank`'s shared memory, counted on that CTA's mbarrier (st_async_v4's 4-byte twin).
+__device__ __forceinline__ void st_async_f32(float* local_addr, uint64_t* local_bar, uint32_t rank, float v) {
+  const uint32_t addr = cute::set_block_rank(smem_addr(local_addr), rank);
+  const uint32_t bar = cute::set_block_rank(smem_addr(local_bar), rank);
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n"
+               :: "r"(addr), "r"(__float_as_uint(v)), "r"(bar) : "memory");
 }
 
 // Choice j of a row (j = lane < top_k): its weight and its id, in the dtypes the flags ask for. The id is clamped to
@@ -327,6 +336,54 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
   if (mine) detail::store_choice(p, row, lane, wgt, my_id);
 }
 
+// The leader's part once its logits tile [kRows][kTileN] (bias added; columns < N hold experts) and the sigmoid
+// router's correction selb_s[N] are complete: write the logits if asked, then choose, a warp per token (warp w takes
+// tokens w, w + kWarps, ...; no barrier, so a warp may stop early). Every thread of the leader calls it.
+template <int kRows, int kTileN, int kMaxP, int kWarps>
+__device__ __forceinline__ void route_leader_tail(const RouteParams& p, const float* tile, const float* selb_s,
+                                                  const int m0) {
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int N = p.N;
+  // Logits output (the unrounded fp32 values, stored as fp32 or bf16), row by row, coalesced.
+  if (p.logits != nullptr) {
+#pragma unroll 1
+    for (int r = 0; r < kRows; ++r) {
+      if (m0 + r >= p.M) break;
+      const long long o = static_cast<long long>(m0 + r) * p.ldl;
+      for (int n = threadIdx.x; n < N; n += 32 * kWarps) {
+        const float l = tile[r * kTileN + n];
+        if (p.flags & kLogitsF32)
+          static_cast<float*>(p.logits)[o + n] = l;
+        else
+          static_cast<__nv_bfloat16*>(p.logits)[o + n] = __float2bfloat16_rn(l);
+      }
+    }
+  }
+
+  // Selection.
+  const int P = (N + 31) >> 5;
+  const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
+  const bool sigmoid = p.mode == kModeSigmoid;
+  detail::with_slots<1, kMaxP>(P, [&](auto slots) {
+    constexpr int kP = decltype(slots)::value;
+#pragma unroll 1
+    for (int r = warp; r < kRows; r += kWarps) {
+      if (m0 + r >= p.M) break;
+      float v[kP], cb[kP];
+#pragma unroll
+      for (int i = 0; i < kP; ++i) {
+        const int n = lane * P + i;
+        const bool ok = i < P && n < N;
+        const float l = ok ? tile[r * kTileN + n] : 0.f;
+        v[i] = sel_bf16 ? detail::round_bf16(l) : l;
+        cb[i] = ok && sigmoid ? selb_s[n] : 0.f;
+      }
+      select_row<kP>(v, cb, P, p, m0 + r);
+    }
+  });
+}
+
 // Fused router GEMM + selection. Template parameters, in order:
 //   kWarps:    warps per CTA, each a K slice (block = 32 * kWarps threads)
 //   kSplits:   CTAs per expert group, each a K range (S)
@@ -466,43 +523,89 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
   }
   __syncthreads();
 
-  // Logits output (the unrounded fp32 values, stored as fp32 or bf16), row by row, coalesced.
-  if (p.logits != nullptr) {
-#pragma unroll 1
-    for (int r = 0; r < kRows; ++r) {
-      if (m0 + r >= p.M) break;
-      const long long o = static_cast<long long>(m0 + r) * p.ldl;
-      for (int n = threadIdx.x; n < N; n += kThreads) {
-        const float l = tile[r * kTileN + n];
-        if (p.flags & kLogitsF32)
-          static_cast<float*>(p.logits)[o + n] = l;
-        else
-          static_cast<__nv_bfloat16*>(p.logits)[o + n] = __float2bfloat16_rn(l);
-      }
-    }
+  route_leader_tail<kRows, kTileN, kMaxP, kWarps>(p, tile, selb_s, m0);
+}
+
+// Fused route from a GEMV: the dot products of templates/gemv.cuh (fp32 FMAs, every W and x load in flight before
+// the first, no MMA and no K split), one thread block cluster of C = ceil(N / kRows) CTAs per kTokens tokens. CTA
+// rank r owns expert rows [r kRows, (r + 1) kRows) over the whole of K, adds their bias (the GEMV's sum, then the
+// bias) and sends its kRows x kTokens logits to the leader (rank 0) with st.async, counted on the leader's mbarrier;
+// the leader writes the logits if asked and chooses (route_leader_tail). Why a second fused kernel: in the decode
+// loop the GEMV's 32 CTAs of one row (gpt-oss-20b) cost 2.2 us against the split-K kernels' 3.1, and two rows a CTA
+// cost the same as one when each thread still issues two W loads (kVecs = 1; 2.7 us with kVecs = 2 and half the
+// threads: notes/PERF.md, thirteenth session), so 16 CTAs hold 32 experts' logits in one cluster. A row's bits depend
+// on K and the template arguments only, never on M.
+// Launch: grid (C, ceil(M / kTokens), 1), cluster (C, 1, 1), C <= 16 (more than 8 needs the non-portable cluster
+// attribute), block kThreads, no dynamic shared memory; N <= 16 kRows (else the kernel traps).
+template <int kRows, int kTokens, int kVecs, int kThreads>
+__device__ __forceinline__ void route_gemv(const RouteParams& p) {
+  constexpr int kMaxN = 16 * kRows;  // one cluster's experts
+  static_assert(kMaxN <= kRouteMaxExperts, "at most 384 experts");
+  constexpr int kMaxP = (kMaxN + 31) / 32;
+  constexpr int kOut = kRows * kTokens;
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kSelbPerThread = (kMaxN + kThreads - 1) / kThreads;
+  __shared__ float tile[kTokens][kMaxN];
+  __shared__ float selb_s[kMaxN];
+  __shared__ alignas(8) uint64_t recv_bar;  // counts the logits sent to the leader
+
+  const int rank = static_cast<int>(cute::block_rank_in_cluster());
+  const bool leader = rank == 0;
+  const int n0 = rank * kRows;
+  const int m0 = blockIdx.y * kTokens;
+  const int N = p.N;
+  const uint32_t ctas = detail::cluster_num_ctas();
+  // A launch that does not match N would wait for logits that never come: fail loudly instead.
+  if (N > kMaxN || ctas != static_cast<uint32_t>((N + kRows - 1) / kRows)) __trap();
+
+  if (leader && threadIdx.x == 0) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" :: "r"(detail::smem_addr(&recv_bar)) : "memory");
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  cute::cluster_arrive_relaxed();  // waited on before the first remote store: the leader's mbarrier exists
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+
+  // Parameters, not the previous kernel's output: loaded before the dot products' griddepcontrol.wait.
+  const int r = static_cast<int>(threadIdx.x) / kTokens, m = static_cast<int>(threadIdx.x) % kTokens;
+  float bias_pre = 0.f;
+  if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOut && n0 + r < N) bias_pre = __bfloat162float(p.bias[n0 + r]);
+  float selb_pre[kSelbPerThread];
+#pragma unroll
+  for (int b = 0; b < kSelbPerThread; ++b) {
+    const int n = static_cast<int>(threadIdx.x) + b * kThreads;
+    selb_pre[b] = leader && p.sel_bias != nullptr && n < N ? p.sel_bias[n] : 0.f;
   }
 
-  // Selection: warp w takes tokens w, w + kWarps, ... (no barrier below, so a warp may stop early).
-  const int P = (N + 31) >> 5;
-  const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
-  const bool sigmoid = p.mode == kModeSigmoid;
-  detail::with_slots<1, kMaxP>(P, [&](auto slots) {
-    constexpr int kP = decltype(slots)::value;
-#pragma unroll 1
-    for (int r = warp; r < kRows; r += kWarps) {
-      if (m0 + r >= p.M) break;
-      float v[kP], cb[kP];
+  float t = detail::gemv_dot<kRows, kTokens, kVecs, kThreads>(p, n0, m0, p.K / 8);
+  if (p.bias != nullptr) t += bias_pre;
+  if (leader) {
 #pragma unroll
-      for (int i = 0; i < kP; ++i) {
-        const int n = lane * P + i;
-        const bool ok = i < P && n < N;
-        const float l = ok ? tile[r * kTileN + n] : 0.f;
-        v[i] = sel_bf16 ? detail::round_bf16(l) : l;
-        cb[i] = ok && sigmoid ? selb_s[n] : 0.f;
-      }
-      select_row<kP>(v, cb, P, p, m0 + r);
+    for (int b = 0; b < kSelbPerThread; ++b) {
+      const int n = static_cast<int>(threadIdx.x) + b * kThreads;
+      if (n < kMaxN) selb_s[n] = selb_pre[b];
     }
-  });
+  }
+  cute::cluster_wait();
+  // A cluster of one CTA (N <= kRows) keeps its logits with plain stores: st.async into a cluster of one is invalid.
+  const bool alone = ctas == 1u;
+  if (leader && threadIdx.x == 0 && !alone) {
+    // Every CTA sends all of its kRows x kTokens values, rows >= N and tokens >= M included (never read).
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+                 :: "r"(detail::smem_addr(&recv_bar)), "r"(ctas * kOut * 4u) : "memory");
+  }
+  if (static_cast<int>(threadIdx.x) < kOut) {
+    if (alone)
+      tile[m][n0 + r] = t;
+    else
+      detail::st_async_f32(&tile[m][n0 + r], &recv_bar, 0u, t);
+  }
+  if (!leader) return;  // uniform in the CTA; nothing here is read by another CTA
+
+  // Leader: every thread waits, so its shared memory outlives the stores still flying into it; the __syncthreads
+  // orders selb_s (and, alone, the plain stores) before the reads below.
+  __syncthreads();
+  if (!alone) detail::mbarrier_wait<true>(detail::smem_addr(&recv_bar), 0);
+  route_leader_tail<kTokens, kMaxN, kMaxP, kWarps>(p, &tile[0][0], selb_s, m0);
 }
 
 // Select-only: logits_in [M, ldi] (bias included) -> weights, ids. A warp per row, blockDim.x / 32 rows per CTA:

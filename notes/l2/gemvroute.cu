@@ -205,7 +205,160 @@ __device__ __forceinline__ void gemv_route(const RouteParams& p) {
     });
   }
 }
+// The same choice from a GEMV whose loads are per-thread 16-byte LDGs into registers (templates/gemv.cuh's
+// pass), not bulk copies: the ninth session's numbers (g_r1_m1_v3_t128 2.32 against g_r1_m1_v2_t192 1.92 at the
+// same bytes per SM) suggest the cost of a second expert row per CTA is loads per thread, not bytes per SM.
+// kRG row groups of kThreads / kRG threads each take kRows / kRG of the CTA's rows over the whole of K, so a
+// thread issues (kRows / kRG) x kVecs W loads and kTokens x kVecs x loads.
+template <int kCS, int kRows, int kRG, int kTokens, int kVecs, int kThreads, int kSelect>
+__device__ __forceinline__ void gemv_route_ldg(const RouteParams& p) {
+  constexpr int kN = kCS * kRows;
+  constexpr int kGT = kThreads / kRG;
+  constexpr int kRowsG = kRows / kRG;
+  static_assert(kGT % 32 == 0 && kRows % kRG == 0, "whole warps per group, rows shared evenly");
+  constexpr int kWarps = kThreads / 32, kWarpsG = kGT / 32;
+  constexpr int kOut = kRows * kTokens;
+  constexpr int kMaxP = (kN + 31) / 32;
+  static_assert(kOut <= kThreads, "a thread per output");
+  __shared__ float tile[kSelect ? kTokens : 1][kSelect ? kN : 1];
+  __shared__ float red[kWarps][kRowsG * kTokens];
+  __shared__ alignas(8) uint64_t recv_bar;
+  __shared__ alignas(16) uint32_t keys_s[kWarps][32];
+  __shared__ float selv_s[kWarps][8];
+  __shared__ int seli_s[kWarps][8];
+
+  const int K = p.K, N = p.N, M = p.M;
+  const int rank = kSelect ? static_cast<int>(cute::block_rank_in_cluster()) : 0;
+  const int n0 = (kSelect ? rank : static_cast<int>(blockIdx.x)) * kRows;
+  const int m0 = blockIdx.y * kTokens;
+  const bool leader = kSelect && rank == 0;
+  const int rows = min(kRows, max(0, N - n0));
+  const int toks = min(kTokens, M - m0);
+  const int tid = threadIdx.x;
+
+  if (kSelect && leader && tid == 0) {
+    detail::mbarrier_init(detail::smem_addr(&recv_bar), 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if constexpr (kSelect) cute::cluster_arrive_relaxed();
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  float bias_pre = 0.f;
+  if (p.bias != nullptr && tid < kOut && tid / kTokens < rows) bias_pre = __bfloat162float(p.bias[n0 + tid / kTokens]);
+
+  const int rg = tid / kGT, lt = tid % kGT;
+  const int vecs = K / 8;
+  float acc[kRowsG][kTokens];
+#pragma unroll
+  for (int r = 0; r < kRowsG; ++r)
+#pragma unroll
+    for (int m = 0; m < kTokens; ++m) acc[r][m] = 0.f;
+  auto pass = [&](const int base, const bool first) {
+    uint4 wv[kRowsG][kVecs], xv[kTokens][kVecs];
+#pragma unroll
+    for (int s = 0; s < kVecs; ++s) {
+      const int v = base + lt + s * kGT;
+#pragma unroll
+      for (int r = 0; r < kRowsG; ++r) {
+        const int rr = rg * kRowsG + r;
+        wv[r][s] = detail::load_16B(p.w + static_cast<long long>(n0 + rr) * p.ldw + 8 * v, v < vecs && rr < rows);
+      }
+    }
+    if (first) asm volatile("griddepcontrol.wait;" ::: "memory");
+#pragma unroll
+    for (int s = 0; s < kVecs; ++s) {
+      const int v = base + lt + s * kGT;
+#pragma unroll
+      for (int m = 0; m < kTokens; ++m)
+        xv[m][s] = detail::load_16B_after_wait(p.x + static_cast<long long>(m0 + m) * p.ldx + 8 * v,
+                                               v < vecs && m < toks);
+    }
+#pragma unroll
+    for (int s = 0; s < kVecs; ++s)
+#pragma unroll
+      for (int r = 0; r < kRowsG; ++r)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&(&wv[r][s].x)[i]));
+#pragma unroll
+          for (int m = 0; m < kTokens; ++m) {
+            const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&(&xv[m][s].x)[i]));
+            acc[r][m] = fmaf(a.x, b.x, acc[r][m]);
+            acc[r][m] = fmaf(a.y, b.y, acc[r][m]);
+          }
+        }
+  };
+  pass(0, true);
+#pragma unroll 1
+  for (int base = kVecs * kGT; base < vecs; base += kVecs * kGT) pass(base, false);
+
+  const int lane = tid & 31, warp = tid >> 5;
+#pragma unroll
+  for (int r = 0; r < kRowsG; ++r)
+#pragma unroll
+    for (int m = 0; m < kTokens; ++m) {
+      float v = acc[r][m];
+#pragma unroll
+      for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane == 0) red[warp][r * kTokens + m] = v;
+    }
+  __syncthreads();
+  float t = 0.f;
+  const int r = tid / kTokens, m = tid % kTokens;
+  if (tid < kOut) {
+    const int g = r / kRowsG, o = (r % kRowsG) * kTokens + m;
+    t = red[g * kWarpsG][o];
+#pragma unroll
+    for (int i = 1; i < kWarpsG; ++i) t += red[g * kWarpsG + i][o];
+    t += bias_pre;
+  }
+  if constexpr (!kSelect) {
+    if (tid < kOut && r < rows && m < toks) static_cast<float*>(p.logits)[(long long)(m0 + m) * p.ldl + n0 + r] = t;
+    return;
+  } else {
+    cute::cluster_wait();  // the leader's recv_bar exists
+    if (leader && tid == 0) detail::mbarrier_expect_tx(detail::smem_addr(&recv_bar), kCS * kOut * 4u);
+    if (tid < kOut) st_async_f32(&tile[m][n0 + r], &recv_bar, 0u, t);
+    if (!leader) return;
+    detail::mbarrier_wait<true>(detail::smem_addr(&recv_bar), 0);
+    if constexpr (kSelect == 3) {
+      for (int row = warp; row < toks; row += kWarps)
+        select_rank32(tile[row][lane < kN ? lane : 0], p, m0 + row, keys_s[warp], selv_s[warp], seli_s[warp]);
+      return;
+    }
+    const int P = (N + 31) >> 5;
+    const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
+    detail::with_slots<1, kMaxP>(P, [&](auto slots) {
+      constexpr int kP = decltype(slots)::value;
+#pragma unroll 1
+      for (int row = warp; row < toks; row += kWarps) {
+        float v[kP], cb[kP];
+#pragma unroll
+        for (int i = 0; i < kP; ++i) {
+          const int n = lane * P + i;
+          const float l = i < P && n < N ? tile[row][n] : 0.f;
+          v[i] = sel_bf16 ? detail::round_bf16(l) : l;
+          cb[i] = 0.f;
+        }
+        select_row<kP, kModeTopkSoftmax>(v, cb, P, p, m0 + row);
+      }
+    });
+  }
+}
 }  // namespace proto
+
+#define RL(CS, R, G, T, V, TH, S)                                                                                 \
+  extern "C" __global__ void __launch_bounds__(TH, 1) rl_c##CS##_r##R##_g##G##_m##T##_v##V##_t##TH##_s##S(       \
+      const __grid_constant__ cutlass_router::RouteParams p) {                                                    \
+    proto::gemv_route_ldg<CS, R, G, T, V, TH, S>(p);                                                              \
+  }
+// gpt-oss-20b, logits only (no cluster): one row (the shipped GEMV's shape), two rows one group, two rows two groups
+RL(1, 1, 1, 1, 1, 384, 0) RL(1, 2, 1, 1, 1, 384, 0) RL(1, 2, 2, 1, 1, 768, 0) RL(1, 2, 1, 1, 2, 192, 0)
+// gpt-oss-20b, one 16-CTA cluster of 2 rows: rank choice (3), the library's rounds (1)
+RL(16, 2, 1, 1, 1, 384, 3) RL(16, 2, 2, 1, 1, 768, 3) RL(16, 2, 1, 2, 1, 384, 3) RL(16, 2, 2, 2, 1, 768, 3)
+RL(16, 2, 1, 1, 1, 384, 1) RL(16, 2, 2, 1, 1, 768, 1)
+// gpt-oss-120b: 16 x 8 rows
+RL(1, 8, 2, 1, 1, 768, 0) RL(1, 8, 4, 1, 2, 1024, 0)
+RL(16, 8, 2, 1, 1, 768, 1) RL(16, 8, 4, 1, 2, 1024, 1) RL(16, 8, 2, 2, 1, 768, 1)
 
 #define RG(CS, R, T, TH, S)                                                                          \
   extern "C" __global__ void __launch_bounds__(TH, 1)                                               \
