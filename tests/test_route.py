@@ -379,3 +379,22 @@ def test_out_without_a_logits_buffer_asks_for_a_fused_kernel_at_decode_sizes(mon
     cr.route(x, w, b, 2, logit_precision="fp32", out=(w_, i_, torch.empty(3, 8, dtype=torch.bfloat16)))  # not fp32
     cr.route(x, w, b, 2, logit_precision="fp32", out=(w_, i_, torch.empty(3, 8)))
     assert seen == [False, True, False, True, False]
+
+
+def test_gemv_route_spec_launch_and_limits():
+    """The GEMV route kernels launch as the fused ones do (a cluster of ceil(N / rows) CTAs per token tile) and take
+    N up to 16 rows; their spec refuses what the template cannot run."""
+    from cutlass_router.families import route as fam
+    from cutlass_router.manifest import entries
+
+    e = entries()["crt_route_gemv_r2_m2_v1_t384"]
+    assert fam.blocker(e, 5, 32) is None and "at most 32 experts" in fam.blocker(e, 5, 33)
+    assert fam.grid(e, 5, 7) == ((4, 3, 1), (4, 1, 1))
+    c = fam.route_consts(e, M=5, N=2, K=64, ldx=64, ldw=64, top_k=2, mode=0, flags=0, n_group=1, topk_group=1,
+                         scale=1.0)
+    assert c.grid == (1, 3, 1) and c.cluster == (1, 1, 1) and c.block == 384
+    assert fam.geometry(e) == (384, (16, 1, 1), 0)
+    assert "route_gemv<2, 2, 1, 384>" in fam.RouteGemvSpec(2, 2, 1, 384).emit()
+    for bad in (dict(rows=25), dict(threads=100), dict(rows=2, tokens=200, threads=256), dict(vecs=0)):
+        with pytest.raises(ValueError):
+            fam.RouteGemvSpec(**bad)

@@ -100,6 +100,28 @@ def test_every_fused_kernel_forced(symbol, monkeypatch):
         plan.clear()
 
 
+GEMV_ROUTE = [s for s in FUSED if manifest.entry(s).config.get("gemv")]
+
+
+@pytest.mark.parametrize("symbol", GEMV_ROUTE)
+def test_gemv_route_kernels_at_every_cluster_size(symbol, monkeypatch):
+    """The GEMV route kernels size their cluster by N (ceil(N / rows) CTAs): one CTA alone (N <= rows, plain stores
+    where the others send with st.async), a few, all 16; K not a multiple of their one-pass width (two passes) and
+    below it; partial token tiles."""
+    monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: symbol)
+    plan.clear()
+    try:
+        rows = manifest.entry(symbol).launch["tile_experts"]
+        for N in (1, rows, rows + 1, 7, 31, 16 * rows):
+            for M, K in ((1, 2880), (3, 64), (5, 3080)):
+                top_k = min(4, N)
+                x, w, b, cb = inputs(M, N, K, seed=N * 100 + M)
+                for kw, with_bias in modes(N, top_k):
+                    run_and_check(x, w, b, cb, top_k, dict(kw), with_bias)
+    finally:
+        plan.clear()
+
+
 def test_ties_nan_inf_keep_ids_valid_and_distinct():
     """Rows of chosen logits (x one-hot, W's first column = the logits, so no 0 x NaN leaks into other experts):
     all equal, NaN, +-Inf, many ties."""

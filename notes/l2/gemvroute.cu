@@ -8,6 +8,14 @@
 // kSelect: choose in the leader (else every CTA stores its logits to p.logits: a router_gemm).
 //   nvcc -cubin -arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr -I<cutlass>/include
 //        -I cutlass_router/templates -o /tmp/gemvroute.cubin notes/l2/gemvroute.cu
+//
+// Thirteenth session (gemvroute-ldg-2026-11-29-h200.json, run 1): gemv_route_ldg below, the same choice from
+// per-thread LDGs. Logits only, gpt-oss-20b M = 1: one row per CTA 2.18 us, two rows over 384 threads 2.11, two rows
+// over 192 threads (4 W loads a thread) 2.70: the loads per thread cost, not the bytes per SM. One 16-CTA cluster
+// of two rows with the leader choosing: 2.97 / 2.90 / 2.86 / 3.01 / 3.39 us at M = 1 / 2 / 4 / 8 / 16 (rank choice)
+// and 3.14 / 3.26 / 3.07 / 3.30 / 3.67 (select_row) against route's GEMM + select 3.89 / 3.78 / 3.78 / 3.96 / 3.95
+// in the same loop. Shipped as route.cuh's route_gemv (select_row, every router); gpt-oss-120b's 16 x 8 rows cost
+// 4.35-4.46 against route's 4.06-4.24 (four W loads a thread at 768 threads) and are not.
 #include "route.cuh"
 
 namespace proto {
@@ -16,13 +24,6 @@ using namespace cutlass_router;
 __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes, uint32_t bar) {
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
                :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
-}
-
-__device__ __forceinline__ void st_async_f32(float* local_addr, uint64_t* local_bar, uint32_t rank, float v) {
-  const uint32_t addr = cute::set_block_rank(detail::smem_addr(local_addr), rank);
-  const uint32_t bar = cute::set_block_rank(detail::smem_addr(local_bar), rank);
-  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];\n"
-               :: "r"(addr), "r"(__float_as_uint(v)), "r"(bar) : "memory");
 }
 
 // The choice for one row of N <= 32 experts (lane = expert), by rank: every lane counts the experts that beat it
@@ -173,7 +174,7 @@ __device__ __forceinline__ void gemv_route(const RouteParams& p) {
     cute::cluster_wait();  // the leader's recv_bar exists
     if (leader && threadIdx.x == 0)
       detail::mbarrier_expect_tx(detail::smem_addr(&recv_bar), kCS * kOut * 4u);
-    if (static_cast<int>(threadIdx.x) < kOut) st_async_f32(&tile[m][n0 + r], &recv_bar, 0u, t);
+    if (static_cast<int>(threadIdx.x) < kOut) detail::st_async_f32(&tile[m][n0 + r], &recv_bar, 0u, t);
     if (!leader) return;
     detail::mbarrier_wait<true>(detail::smem_addr(&recv_bar), 0);
     if constexpr (kSelect == 2) {
@@ -317,7 +318,7 @@ __device__ __forceinline__ void gemv_route_ldg(const RouteParams& p) {
   } else {
     cute::cluster_wait();  // the leader's recv_bar exists
     if (leader && tid == 0) detail::mbarrier_expect_tx(detail::smem_addr(&recv_bar), kCS * kOut * 4u);
-    if (tid < kOut) st_async_f32(&tile[m][n0 + r], &recv_bar, 0u, t);
+    if (tid < kOut) detail::st_async_f32(&tile[m][n0 + r], &recv_bar, 0u, t);
     if (!leader) return;
     detail::mbarrier_wait<true>(detail::smem_addr(&recv_bar), 0);
     if constexpr (kSelect == 3) {

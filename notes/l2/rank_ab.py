@@ -5,6 +5,10 @@ branch compiled out (`if constexpr (kMaxP == 1)` -> false), built here; both che
 and against the reference first, then timed in the same loop, interleaved, through the library's route plan.
 
     python notes/l2/rank_ab.py [out.json]
+
+Run 3 of 2026-11-29 (thirteenth session, H200; rank-ab-2026-11-29-h200.json): ranks 3.67 / 3.77 / 3.73 / 3.82 /
+4.02 / 4.64 us against rounds 3.60 / 3.47 / 3.51 / 3.62 / 3.79 / 4.32 at M = 1 / 2 / 4 / 8 / 16 / 32: the ranks were
+slower at every M, and were not kept (route.cuh's select_row has the rounds only).
 """
 from __future__ import annotations
 
