@@ -9,7 +9,8 @@ from cutlass_router import dispatch, manifest, ops, plan, route
 from cutlass_router.routing_ref import select
 
 SHAPES = [(1, 32, 2880), (13, 60, 1000), (127, 128, 2880), (1000, 128, 2888)]
-ROUTE_SHAPES = [(1, 32, 2880), (5, 12, 1000), (13, 60, 1000), (64, 128, 2880), (3, 256, 7168), (7, 384, 2048), (300, 128, 2880)]
+ROUTE_SHAPES = [(1, 32, 2880), (5, 12, 1000), (13, 60, 1000), (64, 128, 2880), (3, 256, 7168), (7, 384, 2048),
+                (300, 128, 2880)]
 
 
 def gemm_case(sym, M, N, K) -> bool:

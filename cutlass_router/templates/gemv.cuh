@@ -26,8 +26,8 @@ namespace detail {
 
 // This CTA's dot products of expert rows [n0, n0 + kRows) with tokens [m0, m0 + kTokens) over the whole of K, in
 // fp32: thread i < kRows * kTokens returns row n0 + i / kTokens with token m0 + i % kTokens (0 for a row >= N or a
-// token >= M), the other threads 0; vecs = K / 8. Every thread of the CTA calls it (one __syncthreads). Its griddepcontrol.wait
-// comes before the first x load; W is loaded before it in the source.
+// token >= M), the other threads 0; vecs = K / 8. Every thread of the CTA calls it (one __syncthreads). Its
+// griddepcontrol.wait comes before the first x load; W is loaded before it in the source.
 //   kVecs:    16-byte vectors of K per thread and row per pass; K <= 8 * kVecs * kThreads takes one pass
 template <int kRows, int kTokens, int kVecs, int kThreads, typename Params>
 __device__ __forceinline__ float gemv_dot(const Params& p, const int n0, const int m0, const int vecs) {

@@ -568,7 +568,8 @@ __device__ __forceinline__ void route_gemv(const RouteParams& p) {
   // Parameters, not the previous kernel's output: loaded before the dot products' griddepcontrol.wait.
   const int r = static_cast<int>(threadIdx.x) / kTokens, m = static_cast<int>(threadIdx.x) % kTokens;
   float bias_pre = 0.f;
-  if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOut && n0 + r < N) bias_pre = __bfloat162float(p.bias[n0 + r]);
+  if (p.bias != nullptr && static_cast<int>(threadIdx.x) < kOut && n0 + r < N)
+    bias_pre = __bfloat162float(p.bias[n0 + r]);
   float selb_pre[kSelbPerThread];
 #pragma unroll
   for (int b = 0; b < kSelbPerThread; ++b) {
