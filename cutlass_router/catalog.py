@@ -102,7 +102,8 @@ _ROUTE = (
 
 # (rows, tokens, vecs, threads): fused route kernels whose CTAs are GEMVs (route_gemv), N <= 16 rows in one cluster.
 # Two rows a CTA with a thread per 16-byte vector of each row (K <= 3072 in one pass), as the prototype that beat
-# GEMM + select by 0.6-0.9 us on gpt-oss-20b in the decode loop (notes/l2/gemvroute.cu, rl_c16_r2_g1_*).
+# GEMM + select by 0.3-0.75 us on gpt-oss-20b at M = 1-16 in the decode loop with the library's choice (select_row),
+# 0.6-0.9 with a rank choice that takes only topk_softmax (notes/l2/gemvroute.cu, rl_c16_r2_g1_*_s1 / _s3).
 _ROUTE_GEMV = ((2, 1, 1, 384), (2, 2, 1, 384))
 
 
