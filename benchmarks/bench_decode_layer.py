@@ -8,7 +8,8 @@ L layers of out-projection + residual, RMSNorm, routing; cost = (loop - loop wit
 replayed interleaved. Peers in the same process: F.linear (cuBLAS), tinygemm2 (TensorRT-LLM's router GEMM, the
 one vLLM and FlashInfer ship; built from .anchor/, see shared/anchor/make_tg2.sh), torch routing as transformers
 runs it, Triton stand-ins for the engines' fused routing kernels (triton_peers.py), and an empty kernel (the floor).
-Rows that take a pdl flag run with it on and off. The router_gemm, route, tinygemm2 and empty rows also run after
+Rows that take a pdl flag run with it on and off; route also with its default (pdl=None: the tuned table's choice
+per M, labelled plain "route"). The router_gemm, route, tinygemm2 and empty rows also run after
 a Triton RMSNorm that triggers its dependents early (producer triton_pdl), where PDL can overlap the producer.
 Writes <out>/<date>-<card>-decode-<model>.{json,md,png} and prints the tables.
 """
@@ -37,10 +38,12 @@ from cutlass_router.yardstick import DecodeLoop, rms_norm  # noqa: E402
 # The shapes and expert choice of each model come from the package (the tuner uses the same).
 MODELS = {name: dict(N=m.experts, K=m.hidden, top_k=m.top_k, bias=m.bias, fp32_logits=m.fp32_logits, route=m.route)
           for name, m in cutlass_router.models.MODELS.items()}
-# (provider, takes a pdl flag), in table order; "A+B" is GEMM A then routing B
-ROWS = [("F.linear+torch", False), ("F.linear+triton", False), ("router_gemm+torch", True),
-        ("router_gemm+triton", True), ("tinygemm2+triton", True), ("route", True), ("router_gemm", True),
-        ("tinygemm2", True), ("F.linear", False), ("empty", True)]
+# (provider, its pdl values), in table order; "A+B" is GEMM A then routing B; pdl None: the provider's default
+# (route: the tuned table's choice per M; the others take no flag)
+FLAGS = (True, False)
+ROWS = [("F.linear+torch", (None,)), ("F.linear+triton", (None,)), ("router_gemm+torch", FLAGS),
+        ("router_gemm+triton", FLAGS), ("tinygemm2+triton", FLAGS), ("route", (None, True, False)),
+        ("router_gemm", FLAGS), ("tinygemm2", FLAGS), ("F.linear", (None,)), ("empty", FLAGS)]
 PRODUCERS = {"rms_norm": rms_norm, "triton_pdl": tp.rms_norm_pdl}
 PDL_PRODUCER_ROWS = ("router_gemm", "route", "tinygemm2", "empty")  # the rows also run after triton_pdl
 DEFAULT_M = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
@@ -56,7 +59,7 @@ def label(provider: str, pdl) -> str:
 def rows(cfg: dict, producer: str, have_tg2: bool, have_route: bool) -> list:
     """[(provider, pdl)] this model, producer and these peers allow (pdl None: the provider takes no flag)."""
     out = []
-    for provider, takes_pdl in ROWS:
+    for provider, pdls in ROWS:
         if producer != "rms_norm" and provider not in PDL_PRODUCER_ROWS:
             continue
         if ("tinygemm2" in provider or provider == "empty") and not have_tg2:
@@ -65,7 +68,7 @@ def rows(cfg: dict, producer: str, have_tg2: bool, have_route: bool) -> list:
             continue
         if provider == "route" and not have_route:
             continue
-        out += [(provider, pdl) for pdl in ((True, False) if takes_pdl else (None,))]
+        out += [(provider, pdl) for pdl in pdls]
     return out
 
 
@@ -201,7 +204,7 @@ def write_outputs(out_dir: Path, stem: str, recs: list, head: list, notes: list)
         for prov, pdl in dict.fromkeys((r["provider"], r["pdl"]) for r in mine):
             pts = sorted((r["M"], r["us"]) for r in mine if (r["provider"], r["pdl"]) == (prov, pdl) and r["us"] > 0)
             if pts:
-                ax.plot(*zip(*pts), marker="o", ms=3, color=color[prov], ls="--" if pdl is False else "-",
+                ax.plot(*zip(*pts), marker="o", ms=3, color=color[prov], ls="--" if pdl is False else ":" if pdl is None and prov == "route" else "-",
                         label=label(prov, pdl))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

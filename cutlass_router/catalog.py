@@ -103,7 +103,8 @@ _ROUTE = (
 # (rows, tokens, vecs, threads): fused route kernels whose CTAs are GEMVs (route_gemv), N <= 16 rows in one cluster.
 # Two rows a CTA with a thread per 16-byte vector of each row (K <= 3072 in one pass), as the prototype that beat
 # GEMM + select by 0.3-0.75 us on gpt-oss-20b at M = 1-16 in the decode loop with the library's choice (select_row),
-# 0.6-0.9 with a rank choice that takes only topk_softmax (notes/l2/gemvroute.cu, rl_c16_r2_g1_*_s1 / _s3).
+# 0.6-0.9 with a rank choice over keys in shared memory (notes/l2/gemvroute.cu, rl_c16_r2_g1_*_s1 / _s3); that choice
+# is now route.cuh's select_rank1 for gpt-oss's router, 0.25-0.45 us under select_row (notes/l2/smem_rank_ab.py).
 _ROUTE_GEMV = ((2, 1, 1, 384), (2, 2, 1, 384))
 
 

@@ -138,6 +138,9 @@ GEMM_THEN_SELECT = "gemm+select"  # router_gemm (its own ladder) into logits, th
 class RouteRung:
     max_m: int    # this rung serves M up to max_m (inclusive)
     kernel: str   # a fused route kernel, or GEMM_THEN_SELECT
+    # Launch the (first) kernel with PDL where the caller and CUTLASS_ROUTER_PDL leave it open: the tuner times
+    # both in the decode-layer loop, whose producer is a torch kernel that never triggers its dependents early.
+    pdl: bool = False
 
 
 # Untuned shapes: the most CTAs one cluster can hold (16) for the experts, so each streams the least of W.
@@ -162,18 +165,24 @@ def route_ladder(N: int, K: int) -> tuple[RouteRung, ...]:
     return tuned_route_table().get((N, K)) or default_route_ladder(N)
 
 
-def choose_route(N: int, K: int, M: int, one_launch: bool = False) -> str:
-    """A fused route kernel, or GEMM_THEN_SELECT, for this call. one_launch (ops._one_launch: route's out= without a
-    logits buffer, or a call outside CUDA-graph capture): up to _ROUTE_FUSED_MAX_M a fused kernel (the untuned
-    ladder's, shipped) where the table says GEMM + select, which needs a logits buffer and a second launch."""
+def route_rung(N: int, K: int, M: int, one_launch: bool = False) -> RouteRung:
+    """The rung that serves this call: a fused route kernel or GEMM_THEN_SELECT, and whether to launch it with PDL
+    by default. one_launch (ops._one_launch: route's out= without a logits buffer, or a call outside CUDA-graph
+    capture): up to _ROUTE_FUSED_MAX_M a fused kernel (the untuned ladder's, shipped, without PDL) where the table
+    says GEMM + select, which needs a logits buffer and a second launch."""
     for rung in route_ladder(N, K):
         if M <= rung.max_m:
             if one_launch and rung.kernel == GEMM_THEN_SELECT and M <= _ROUTE_FUSED_MAX_M:
                 fused = default_route_ladder(N)[0]
                 if fused.kernel != GEMM_THEN_SELECT:
-                    return fused.kernel
-            return rung.kernel
+                    return fused
+            return rung
     raise AssertionError("the last rung serves every M")
+
+
+def choose_route(N: int, K: int, M: int, one_launch: bool = False) -> str:
+    """route_rung's kernel."""
+    return route_rung(N, K, M, one_launch).kernel
 
 
 def reachable() -> set[str]:

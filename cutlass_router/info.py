@@ -73,7 +73,7 @@ def report() -> str:
                     what += f"; from M = {BLOCK_MAX_M + 1}: {last} - {_say({origins[last]})}"
             else:
                 what = f"{r.kernel} - {_say({origins[r.kernel]})}"
-            lines.append(f"  route, M {span}: {what}")
+            lines.append(f"  route, M {span}: {what}" + (" (PDL by default)" if r.pdl else ""))
             low = r.max_m
     return "\n".join(lines)
 

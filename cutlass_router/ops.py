@@ -14,7 +14,7 @@ import torch
 from . import env, plan, validate
 
 # Bound once: each is called on every eager call, and a module attribute lookup costs a dict lookup per dot.
-_flag, _PDL, _BATCH_INVARIANT = env.flag, env.PDL, env.BATCH_INVARIANT
+_flag, _setting, _PDL, _BATCH_INVARIANT = env.flag, env.setting, env.PDL, env.BATCH_INVARIANT
 _is_compiling = torch.compiler.is_compiling  # the same function object: dynamo still folds it to True
 _grad_enabled = torch.is_grad_enabled
 
@@ -275,8 +275,16 @@ def _one_launch(x, a, out) -> tuple[bool, bool]:
 
 
 def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
-    """The route ops' body: plan (cached), then the kernels or the torch path."""
-    pdl, batch_invariant = _switches(pdl, batch_invariant)
+    """The route ops' body: plan (cached), then the kernels or the torch path. pdl None and CUTLASS_ROUTER_PDL
+    not set: the plan's choice (the tuned table's, per shape and M)."""
+    if pdl is None:
+        pdl = _setting(_PDL)
+    elif pdl is not True and pdl is not False:
+        check_switch("pdl", pdl)
+    if batch_invariant is None:
+        batch_invariant = _flag(_BATCH_INVARIANT)
+    elif batch_invariant is not True and batch_invariant is not False:
+        check_switch("batch_invariant", batch_invariant)
     one_launch, warm = _one_launch(x, a, out)
     p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, one_launch=one_launch, warm=warm)
     return plan.run_route(p, x, weight, bias, correction_bias, out, pdl)
@@ -377,10 +385,15 @@ def route(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = 
     out=(weights, ids[, logits]) writes into preallocated tensors (rows contiguous) instead; with it route
       allocates nothing at decode sizes (the fused kernel), and above them only the logits the GEMM writes for the
       choice, unless a logits buffer of that dtype (fp32 for logit_precision="fp32", else bf16) is passed.
-    pdl and batch_invariant as for router_gemm; batch_invariant=True routes every M through the batch-invariant
-      GEMM and the select kernel. pdl is for the first kernel; where route runs the GEMM then the select kernel,
-      the select kernel follows the GEMM with PDL whatever pdl says (it waits for the logits; the overlap saved
-      up to 1.9 us per layer in the decode-layer benchmark).
+    pdl and batch_invariant as for router_gemm, except pdl's default: where neither pdl nor CUTLASS_ROUTER_PDL
+      is given, route takes the tuned table's choice for the shape and M (the decode-layer benchmark, after a
+      torch RMSNorm, found PDL faster by 0.1-0.4 us for some shapes and slower by 0.5-0.7 for others). With PDL the
+      kernels read weight, bias and correction_bias before the previous kernel has finished: they must not be
+      written by that kernel (pass pdl=False after a weight update on the same stream).
+      batch_invariant=True routes every M through the batch-invariant GEMM and the select kernel. pdl is for the
+      first kernel; where route runs the GEMM then the select kernel, the select kernel follows the GEMM with PDL
+      whatever pdl says (it waits for the logits; the overlap saved up to 1.9 us per layer in the decode-layer
+      benchmark).
     Kernels: at decode sizes (M <= 64) a call outside CUDA-graph capture (eager, torch.compile without graphs) runs
       one fused kernel, since the host's cost per launch bounds it; inside capture route takes the kernels the
       decode-layer benchmark chose (GEMM + select for the common shapes). Without batch_invariant the two may

@@ -323,6 +323,7 @@ class RoutePlan:
     invariant: bool = False
     consts: object = None       # the kernel's families.route.RouteConsts (flags included): what every launch shares
     fast: PlanLaunch | None = field(default=None, compare=False, repr=False)  # the route kernel's, for launch_route
+    pdl: bool = False           # the tuned default (dispatch.RouteRung.pdl) where neither caller nor environment say
 
 
 _ROUTE_PLANS: dict = {}
@@ -373,8 +374,11 @@ def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool,
         return RoutePlan(a, None, None, reason, invariant)
     from . import build, launch
 
+    pdl = False
     if choice is None:
-        choice = dispatch.GEMM_THEN_SELECT if invariant else dispatch.choose_route(N, K, M, one_launch)
+        rung = dispatch.RouteRung(1 << 62, dispatch.GEMM_THEN_SELECT) if invariant else \
+            dispatch.route_rung(N, K, M, one_launch)
+        choice, pdl = rung.kernel, rung.pdl
     gemm_plan = None
     wide = False  # the select kernel reads fp32 logits
     try:
@@ -400,7 +404,7 @@ def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool,
     fast = None
     if M and launch._libcuda_launch() is not None:
         fast = PlanLaunch(k, x.get_device(), consts.grid, launch, consts.cluster, consts.block)
-    return RoutePlan(a, k, gemm_plan, None, invariant, consts, fast)
+    return RoutePlan(a, k, gemm_plan, None, invariant, consts, fast, pdl)
 
 
 def torch_route(x, weight, bias, correction_bias, a: RouteArgs):
@@ -459,8 +463,9 @@ def launch_route(p: RoutePlan, x, weight, bias, correction_bias, weights, ids, l
         f.fire(argv, pdl)
 
 
-def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool):
-    """Execute a route plan into out = (weights, ids, logits or None), allocated here when None."""
+def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool | None):
+    """Execute a route plan into out = (weights, ids, logits or None), allocated here when None; pdl None: the
+    plan's (the tuned table's) choice."""
     a = p.args
     M, N = x.shape[0], weight.shape[0]
     if out is None:
@@ -471,7 +476,7 @@ def run_route(p: RoutePlan, x, weight, bias, correction_bias, out, pdl: bool):
         return out
     if p.kernel is not None:
         try:
-            launch_route(p, x, weight, bias, correction_bias, weights, ids, logits, pdl)
+            launch_route(p, x, weight, bias, correction_bias, weights, ids, logits, p.pdl if pdl is None else pdl)
             return out
         except _launch().LaunchError as e:
             log_once(f"route: using the torch fallback: {e}")

@@ -3,7 +3,8 @@ invariant mode's (the candidates of its order only) and route's.
 
 By default each candidate is timed where it runs in a model, inside the decode-layer loop (yardstick.DecodeLoop:
 out-projection GEMM and residual, RMSNorm, then the router, in distinct layers so that the router weights are
-cold), launched as dispatch launches it (PDL per the package default), for M up to DECODE_MAX_M. Above it (prefill)
+cold), launched as dispatch launches it (the GEMM with PDL per the package default; route both with and without
+PDL, the table keeping the faster per M), for M up to DECODE_MAX_M. Above it (prefill)
 the loop's own time grows to milliseconds and the subtraction is noise (it once gave 2 us for M = 8192, less than
 reading x takes), so those sizes are timed in isolation. `method="isolated"` times every M by back-to-back
 CUDA-graph replays of the kernel alone: W stays in L2 and PDL overlaps each call with the previous call of the
@@ -122,7 +123,6 @@ def measure_route(model, ms=M_LADDER, rep_ms: int = 20, method: str = "decode", 
                        kw.get("n_group", 1), kw.get("topk_group", 1), float(kw.get("routed_scaling_factor", 1.0)),
                        kw.get("logit_precision", "bf16"), None, torch.float32, torch.int32)
     cb = torch.randn(N, device="cuda") * 0.1 if a.scoring == "sigmoid" else None
-    pdl = env.flag(env.PDL)
     table = {}
     for M in ms:
         g = torch.Generator(device="cuda").manual_seed(M)
@@ -139,13 +139,15 @@ def measure_route(model, ms=M_LADDER, rep_ms: int = 20, method: str = "decode", 
             check = dataclasses.replace(a, logits_dtype=torch.float32)  # and the logits, to check the choice on
             wts, ids, lg = plan.run_route(plan.route(x, w, b, cb, check, False, choice), x, w, b, cb,
                                           (torch.empty(M, a.top_k, device="cuda"),
-                                           torch.empty(M, a.top_k, device="cuda", dtype=torch.int32), logits), pdl)
+                                           torch.empty(M, a.top_k, device="cuda", dtype=torch.int32), logits), False)
             sw, si = select(lg, a.top_k, scoring=a.scoring, renormalize=a.renormalize, n_group=a.n_group,
                             topk_group=a.topk_group, correction_bias=cb,
                             routed_scaling_factor=a.routed_scaling_factor, logit_precision=a.logit_precision)
             if not torch.equal(ids.long(), si):
                 raise RuntimeError(f"route {choice} chooses wrong at M={M} N={N} K={K}")
-            fns[choice] = lambda x_, w_, b_, p=p: plan.run_route(p, x_, w_, b_, cb, None, pdl)
+            fns[choice] = lambda x_, w_, b_, p=p: plan.run_route(p, x_, w_, b_, cb, None, False)
+            if _how(method, M) == "decode layer":  # isolated replay flatters PDL (each call overlaps the last)
+                fns[choice + WITH_PDL] = lambda x_, w_, b_, p=p: plan.run_route(p, x_, w_, b_, cb, None, True)
         table[M] = _time(N, K, M, fns, method, rep_ms, model.bias)
         best = min(table[M], key=table[M].get)
         log(f"route N={N} K={K} M={M:5d}: best {best} {table[M][best]:.2f} us ({_how(method, M)})")
@@ -156,24 +158,32 @@ def _how(method: str, M: int) -> str:
     return "isolated" if method == "isolated" or M > DECODE_MAX_M else "decode layer"
 
 
-TIE = 0.03  # a choice within 3% of the best at this M is as good: keep the previous rung's then
+TIE = 0.03  # a choice within 3% of the best at this M is as good as the best
 
 
 def _rungs(table: dict[int, dict[str, float]]) -> list[tuple[int, str]]:
-    """Best choice per measured M, adjacent equal choices merged; the last rung serves every larger M.
+    """Rungs from the timings: at every measured M a choice within TIE of the best there, switching as rarely as
+    that allows; the last rung serves every larger M.
 
-    Differences under TIE are run-to-run noise, so the previous rung's choice is kept when it is that close:
-    fewer switches as M grows, and a table that does not flip between tuning runs.
+    Differences under TIE are run-to-run noise: the current choice is kept while it stays that close, and where it
+    does not, the next one is the close choice that stays close over the most following M (the faster here among
+    equals). Fewer switches as M grows, and a table that does not flip between tuning runs.
     """
+    ms = sorted(table)
+    close = [{c for c, t in table[M].items() if t <= min(table[M].values()) * (1 + TIE)} for M in ms]
+
+    def reach(choice: str, i: int) -> int:
+        n = 0
+        while i + n < len(ms) and choice in close[i + n]:
+            n += 1
+        return n
+
     out: list[list] = []
-    for M in sorted(table):
-        best = min(table[M], key=table[M].get)
-        if out and table[M].get(out[-1][1], float("inf")) <= table[M][best] * (1 + TIE):
-            best = out[-1][1]
-        if out and out[-1][1] == best:
+    for i, M in enumerate(ms):
+        if out and out[-1][1] in close[i]:
             out[-1][0] = M
         else:
-            out.append([M, best])
+            out.append([M, min(close[i], key=lambda c: (-reach(c, i), table[M][c], c))])
     out[-1][0] = 1 << 62
     return [(m, s) for m, s in out]
 
@@ -182,14 +192,20 @@ def rungs(table: dict[int, dict[str, float]]) -> list[dict]:
     return [{"max_m": m, "bf16": s, "f32": twin_f32(s)} for m, s in _rungs(table)]
 
 
+WITH_PDL = "+pdl"  # a route choice timed with PDL: "<kernel or gemm+select>+pdl" in the table's timings
+
+
 def route_rungs(table: dict[int, dict[str, float]]) -> list[dict]:
-    return [{"max_m": m, "kernel": s} for m, s in _rungs(table)]
+    """Route's rungs: the kernel, and pdl where the choice timed with PDL won."""
+    return [{"max_m": m, "kernel": s.removesuffix(WITH_PDL), **({"pdl": True} if s.endswith(WITH_PDL) else {})}
+            for m, s in _rungs(table)]
 
 
 def _record(N, K, rungs_, table, command, hows: dict, section: str) -> dict:
     order = {"order": list(dispatch.INVARIANT_ORDER)} if section == "invariant" else {}
     return {**order, "N": N, "K": K, "card": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(),
-            "command": command, "method": {str(M): hows[M] for M in sorted(table)}, "pdl": env.flag(env.PDL),
+            "command": command, "method": {str(M): hows[M] for M in sorted(table)},
+            "pdl": "per rung" if section == "route" else env.flag(env.PDL),
             "rungs": rungs_,
             "us": {str(M): {s: round(t, 3) for s, t in sorted(row.items())} for M, row in sorted(table.items())}}
 

@@ -93,8 +93,11 @@ def test_cli_emit_writes_into_given_dir_only(tmp_path):
 def test_tuning_keeps_the_previous_kernel_within_noise():
     from cutlass_router import tune
 
-    table = {1: {"a": 1.00, "b": 1.01}, 2: {"a": 1.02, "b": 1.00}, 4: {"a": 2.0, "b": 1.0}}
+    table = {1: {"a": 1.00, "b": 1.05}, 2: {"a": 1.02, "b": 1.00}, 4: {"a": 2.0, "b": 1.0}}
     assert [(r["max_m"], r["bf16"]) for r in tune.rungs(table)] == [(2, "a"), (1 << 62, "b")]
+    # b within noise of a at M = 1 and the best from there: one rung
+    table[1]["b"] = 1.01
+    assert [(r["max_m"], r["bf16"]) for r in tune.rungs(table)] == [(1 << 62, "b")]
 
 
 def test_expand_inlines_project_templates_once_and_keeps_other_includes(tmp_path):
@@ -282,6 +285,24 @@ def test_tune_merge_keeps_the_timings_it_did_not_retake(tmp_path, monkeypatch):
     assert rec["command"] == "tune all; then tune --m 1 (merged)"
     tune.write_table(path, 32, 2880, {1: {"a": 2.0}}, "tune --m 1")  # without merge: only what was measured
     assert json.loads(path.read_text())["shapes"][0]["us"] == {"1": {"a": 2.0}}
+
+
+def test_tune_rungs_switch_as_rarely_as_the_tie_allows():
+    """A choice within TIE (3%) of the best is as good: the current one is kept while it stays that close, and a
+    switch goes to the close choice that stays close longest (here "c", not the faster-at-M=16 "b", which loses at
+    M=64), the faster one among equals."""
+    from cutlass_router import tune
+
+    table = {1: {"a": 3.0, "b": 4.0, "c": 4.0},
+             8: {"a": 3.0, "b": 3.05, "c": 3.3},      # a is still the best
+             16: {"a": 5.0, "b": 4.0, "c": 4.1},      # a is out; b and c close, c stays close longer
+             32: {"a": 5.0, "b": 4.0, "c": 4.05},
+             64: {"a": 5.0, "b": 4.5, "c": 4.0},
+             128: {"a": 1.0, "b": 4.5, "c": 4.0}}
+    assert tune._rungs(table) == [(8, "a"), (64, "c"), (1 << 62, "a")]
+    assert tune._rungs({1: {"x": 2.0, "y": 2.01}}) == [(1 << 62, "x")]  # equals in reach: the faster
+    if tune.TIE:  # b would win everywhere without the tie
+        assert tune._rungs({1: {"b": 1.0, "c": 1.01}, 2: {"b": 5.0, "c": 1.0}}) == [(1 << 62, "c")]
 
 
 def test_tune_writes_the_invariant_ladder_with_its_order(tmp_path, monkeypatch):

@@ -53,3 +53,19 @@ def test_from_linear_keeps_requires_grad():
     lin.weight.requires_grad_(True)
     gate = RouterLinear.from_linear(lin)
     assert gate.weight.requires_grad and not gate.bias.requires_grad
+
+
+def test_setting_is_none_where_the_switch_is_not_set(monkeypatch, caplog):
+    """env.setting: what the variable says, None where it says nothing (unset, or a word that is no switch value);
+    route takes its tuned default then (dispatch.RouteRung.pdl)."""
+    env._warn.cache_clear()
+    monkeypatch.delenv(env.PDL, raising=False)
+    assert env.setting(env.PDL) is None
+    monkeypatch.setenv(env.PDL, "No")
+    assert env.setting(env.PDL) is False
+    monkeypatch.setenv(env.PDL, "on")
+    assert env.setting(env.PDL) is True
+    monkeypatch.setenv(env.PDL, "perhaps")
+    with caplog.at_level(logging.WARNING, logger="cutlass_router"):
+        assert env.setting(env.PDL) is None
+    assert "perhaps" in caplog.text and "tuned table" in caplog.text

@@ -1,4 +1,5 @@
 """route() on the CPU path (what CI can run): the op, its fake, opcheck, torch.compile, out=, errors."""
+import json
 import re
 
 import pytest
@@ -364,8 +365,10 @@ def test_out_without_a_logits_buffer_asks_for_a_fused_kernel_at_decode_sizes(mon
     from cutlass_router import dispatch, plan
 
     N, K = 128, 2880
-    assert dispatch.choose_route(N, K, 16) == dispatch.GEMM_THEN_SELECT  # what the table says (tuned/sm_90a.json)
-    fused = dispatch.choose_route(N, K, 16, one_launch=True)
+    # a decode size where the table (tuned/sm_90a.json) says GEMM + select
+    M = next(m for m in range(1, dispatch._ROUTE_FUSED_MAX_M + 1)
+             if dispatch.choose_route(N, K, m) == dispatch.GEMM_THEN_SELECT)
+    fused = dispatch.choose_route(N, K, M, one_launch=True)
     assert fused != dispatch.GEMM_THEN_SELECT and fused in dispatch.reachable()
     assert dispatch.choose_route(N, K, 1000, one_launch=True) == dispatch.GEMM_THEN_SELECT  # above decode sizes
     seen = []
@@ -398,3 +401,50 @@ def test_gemv_route_spec_launch_and_limits():
     for bad in (dict(rows=25), dict(threads=100), dict(rows=2, tokens=200, threads=256), dict(vecs=0)):
         with pytest.raises(ValueError):
             fam.RouteGemvSpec(**bad)
+
+
+def test_route_pdl_default_comes_from_the_table_unless_the_caller_or_the_environment_says(monkeypatch, tmp_path):
+    """pdl per rung: the tuner keeps a choice timed with PDL as {"pdl": true}; a call with pdl=None and
+    CUTLASS_ROUTER_PDL unset launches as the plan's rung says; the variable, then the argument, override it."""
+    from cutlass_router import dispatch, env, plan, tune
+
+    table = {1: {"k_a": 3.0, "k_a" + tune.WITH_PDL: 2.5, "gemm+select": 4.0},
+             8: {"k_a": 3.1, "k_a" + tune.WITH_PDL: 3.15},  # without PDL, within TIE: still the previous rung's
+             64: {"k_a": 3.0, "k_a" + tune.WITH_PDL: 4.0, "gemm+select": 2.0}}
+    rungs = tune.route_rungs(table)
+    assert rungs == [{"max_m": 8, "kernel": "k_a", "pdl": True}, {"max_m": 1 << 62, "kernel": "gemm+select"}]
+    monkeypatch.setattr(tune.torch.cuda, "get_device_name", lambda *a: "card")
+    tune.write_table(tmp_path / "t.json", 40, 96, table, "tune --what route", section="route")
+    rec = json.loads((tmp_path / "t.json").read_text())["route"][0]
+    assert rec["rungs"] == rungs and rec["pdl"] == "per rung" and rec["us"]["1"]["k_a+pdl"] == 2.5
+    ladder = tuple(dispatch.RouteRung(**r) for r in rungs)
+    monkeypatch.setattr(dispatch, "tuned_route_table", lambda arch=None: {(40, 96): ladder})
+    assert dispatch.route_rung(40, 96, 8) == dispatch.RouteRung(8, "k_a", True)
+    assert dispatch.route_rung(40, 96, 9).pdl is False and dispatch.choose_route(40, 96, 9) == "gemm+select"
+    one = dispatch.route_rung(40, 96, 9, one_launch=True)  # the untuned fused kernel: launched without PDL
+    assert one.kernel != "gemm+select" and one.pdl is False
+
+    launched = []
+    monkeypatch.setattr(plan, "launch_route", lambda p, *a: launched.append(a[-1]))
+    x, w = torch.randn(2, 64).bfloat16(), torch.randn(8, 64).bfloat16()
+    a = ops._args(2, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32)
+    for tuned in (True, False):
+        p = plan.RoutePlan(a, object(), None, None, pdl=tuned)
+        plan.run_route(p, x, w, None, None, None, None)
+        plan.run_route(p, x, w, None, None, None, not tuned)
+        assert launched[-2:] == [tuned, not tuned]
+
+    given = []
+    monkeypatch.setattr(plan, "run_route", lambda p, x, w, b, cb, out, pdl: given.append(pdl) or (None,) * 3)
+    monkeypatch.delenv(env.PDL, raising=False)
+    ops._route(x, w, None, None, a, None, None, None)
+    monkeypatch.setenv(env.PDL, "yes")
+    ops._route(x, w, None, None, a, None, None, None)
+    ops._route(x, w, None, None, a, None, False, None)
+    monkeypatch.setenv(env.PDL, "off")
+    ops._route(x, w, None, None, a, None, None, None)
+    monkeypatch.setenv(env.PDL, "sometimes")  # not a switch word: warns, and the table decides
+    ops._route(x, w, None, None, a, None, None, None)
+    assert given == [None, True, False, False, None]
+    with pytest.raises(TypeError, match="pdl"):
+        ops._route(x, w, None, None, a, None, "no", None)

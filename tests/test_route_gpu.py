@@ -42,6 +42,20 @@ def graph_path(monkeypatch):
     monkeypatch.setattr(ops, "_capturing", lambda: True)
 
 
+@pytest.fixture
+def force_route(monkeypatch):
+    """force_route(choice): every route call of the test takes choice (a fused kernel, or dispatch.GEMM_THEN_SELECT)
+    instead of the table's rung. Plans are cached per shape: none made before the forcing may serve the test, and
+    none made under it may serve the next."""
+    def force(choice):
+        rung = dispatch.RouteRung(1 << 62, choice)
+        monkeypatch.setattr(dispatch, "route_rung", lambda N, K, M, one_launch=False: rung)
+        plan.clear()
+
+    yield force
+    plan.clear()
+
+
 def run_and_check(x, w, b, cb, top_k, kw, with_bias):
     M, N = x.shape[0], w.shape[0]
     bias = b if with_bias else None
@@ -85,41 +99,33 @@ FUSED = sorted(s for s, e in manifest.entries().items()
 
 
 @pytest.mark.parametrize("symbol", FUSED)
-def test_every_fused_kernel_forced(symbol, monkeypatch):
+def test_every_fused_kernel_forced(symbol, force_route):
     """Each fused configuration (shipped, or a tuning candidate compiled here) at the shapes it covers."""
-    monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: symbol)
-    plan.clear()
-    try:
-        limit = manifest.entry(symbol).launch["max_experts"]
-        for N in [n for n in (8, 32, 60, 128, 256, 384) if n <= limit]:
-            for M in (1, 13, 64):
-                x, w, b, cb = inputs(M, N, 2880, seed=N + M)
-                for kw, with_bias in modes(N, 4):
-                    run_and_check(x, w, b, cb, min(4, N), dict(kw), with_bias)
-    finally:
-        plan.clear()
+    force_route(symbol)
+    limit = manifest.entry(symbol).launch["max_experts"]
+    for N in [n for n in (8, 32, 60, 128, 256, 384) if n <= limit]:
+        for M in (1, 13, 64):
+            x, w, b, cb = inputs(M, N, 2880, seed=N + M)
+            for kw, with_bias in modes(N, 4):
+                run_and_check(x, w, b, cb, min(4, N), dict(kw), with_bias)
 
 
 GEMV_ROUTE = [s for s in FUSED if manifest.entry(s).config.get("gemv")]
 
 
 @pytest.mark.parametrize("symbol", GEMV_ROUTE)
-def test_gemv_route_kernels_at_every_cluster_size(symbol, monkeypatch):
+def test_gemv_route_kernels_at_every_cluster_size(symbol, force_route):
     """The GEMV route kernels size their cluster by N (ceil(N / rows) CTAs): one CTA alone (N <= rows, plain stores
     where the others send with st.async), a few, all 16; K not a multiple of their one-pass width (two passes) and
     below it; partial token tiles."""
-    monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: symbol)
-    plan.clear()
-    try:
-        rows = manifest.entry(symbol).launch["tile_experts"]
-        for N in (1, rows, rows + 1, 7, 31, 16 * rows):
-            for M, K in ((1, 2880), (3, 64), (5, 3080)):
-                top_k = min(4, N)
-                x, w, b, cb = inputs(M, N, K, seed=N * 100 + M)
-                for kw, with_bias in modes(N, top_k):
-                    run_and_check(x, w, b, cb, top_k, dict(kw), with_bias)
-    finally:
-        plan.clear()
+    force_route(symbol)
+    rows = manifest.entry(symbol).launch["tile_experts"]
+    for N in (1, rows, rows + 1, 7, 31, 16 * rows):
+        for M, K in ((1, 2880), (3, 64), (5, 3080)):
+            top_k = min(4, N)
+            x, w, b, cb = inputs(M, N, K, seed=N * 100 + M)
+            for kw, with_bias in modes(N, top_k):
+                run_and_check(x, w, b, cb, top_k, dict(kw), with_bias)
 
 
 def test_ties_nan_inf_keep_ids_valid_and_distinct():
@@ -174,46 +180,41 @@ def _choice_rows(N, g):
 
 @pytest.mark.parametrize("path", ["select", "fused"])
 @pytest.mark.parametrize("N", [8, 32, 33, 60, 128, 256, 384])
-def test_choice_ranks_ties_and_the_fallback(N, path, monkeypatch):
+def test_choice_ranks_ties_and_the_fallback(N, path, force_route):
     """The choice (ranks, then rounds past 32 candidates) against the reference, rows of chosen logits (x
     one-hot, W's first column = the row), several rows per launch, every mode and top_k 1..8."""
     if path == "fused":
         fused = [s for s in FUSED if manifest.entry(s).launch["max_experts"] >= N]
         if not fused:
             pytest.skip("no fused kernel takes N")
-        monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: fused[0])
+        force_route(fused[0])
     else:
-        monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: dispatch.GEMM_THEN_SELECT)
-    plan.clear()
+        force_route(dispatch.GEMM_THEN_SELECT)
     g = torch.Generator().manual_seed(N)
-    try:
-        for top_k, rows in [(k, r) for k in (1, 2, 4, 7, 8) if k <= N for r in _choice_rows(N, g)]:
-            M = rows.shape[0]
-            for kw, _ in modes(N, top_k):
-                w = torch.zeros(N, 8 * M, device="cuda", dtype=BF16)
-                x = torch.zeros(M, 8 * M, device="cuda", dtype=BF16)
-                for i in range(M):  # token i reads column 8 i: its own row of logits
-                    x[i, 8 * i] = 1
-                    w[:, 8 * i] = rows[i].to(BF16)
-                out = route(x, w, None, top_k, logits_dtype=torch.float32, **kw)
-                assert ((out.ids >= 0) & (out.ids < N)).all(), (kw, top_k)
-                rw, ri = select(out.logits, top_k, **kw)
-                assert torch.equal(out.ids.long(), ri), (kw, top_k, (out.ids.long() != ri).nonzero()[:4])
-                ok = torch.isclose(out.weights, rw, rtol=1e-6, atol=1e-7) | (out.weights.isnan() & rw.isnan())
-                assert ok.all(), (kw, top_k)
-    finally:
-        plan.clear()
+    for top_k, rows in [(k, r) for k in (1, 2, 4, 7, 8) if k <= N for r in _choice_rows(N, g)]:
+        M = rows.shape[0]
+        for kw, _ in modes(N, top_k):
+            w = torch.zeros(N, 8 * M, device="cuda", dtype=BF16)
+            x = torch.zeros(M, 8 * M, device="cuda", dtype=BF16)
+            for i in range(M):  # token i reads column 8 i: its own row of logits
+                x[i, 8 * i] = 1
+                w[:, 8 * i] = rows[i].to(BF16)
+            out = route(x, w, None, top_k, logits_dtype=torch.float32, **kw)
+            assert ((out.ids >= 0) & (out.ids < N)).all(), (kw, top_k)
+            rw, ri = select(out.logits, top_k, **kw)
+            assert torch.equal(out.ids.long(), ri), (kw, top_k, (out.ids.long() != ri).nonzero()[:4])
+            ok = torch.isclose(out.weights, rw, rtol=1e-6, atol=1e-7) | (out.weights.isnan() & rw.isnan())
+            assert ok.all(), (kw, top_k)
 
 
 @pytest.mark.parametrize("N,n_group,topk_group", [(256, 8, 4), (256, 4, 2), (256, 2, 1), (128, 2, 1), (64, 4, 2),
                                                   (32, 16, 4), (384, 1, 1), (33, 1, 1), (8, 2, 1)])
-def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group, monkeypatch):
+def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group, force_route):
     """The sigmoid router's row-per-CTA select kernel (M <= BLOCK_MAX_M) against the reference and against the
     warp-per-row kernel (M above): groups inside a warp (gs = 2, 4, 16, 32), whole warps (gs = 64, 128), none; N
     not a multiple of 32; ties (logits drawn from a few values) and fresh random rows. GEMM + select forced (these
     untuned shapes would take a fused kernel at decode sizes)."""
-    monkeypatch.setattr(dispatch, "choose_route", lambda N, K, M, one_launch=False: dispatch.GEMM_THEN_SELECT)
-    plan.clear()  # plans are cached per shape: none made before the forcing may serve this test
+    force_route(dispatch.GEMM_THEN_SELECT)
     top_k = min(8, topk_group * (N // n_group))
     g = torch.Generator(device="cuda").manual_seed(N + n_group)
     K = 64
@@ -237,7 +238,6 @@ def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group, mo
         want = fam.BLOCK_SPEC.symbol if M <= fam.BLOCK_MAX_M and fam.block_select_ok(N, n_group) else \
             fam.warp_select_symbol(N, "sigmoid")
         assert p.kernel.entry.symbol == want, (M, p.kernel.entry.symbol)
-    plan.clear()
 
 
 def test_cuda_graph_replay_with_a_pdl_consumer_under_memory_traffic(monkeypatch):

@@ -336,6 +336,48 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
   if (mine) detail::store_choice(p, row, lane, wgt, my_id);
 }
 
+// The top_k of N <= 32 experts for one row, one expert per lane (lane = id), gpt-oss's router (topk_softmax), by a
+// whole warp: select_row's outputs, bit for bit, by ranks instead of rounds. Every lane's key goes to the warp's
+// scratch in shared memory, every lane counts the keys that beat its own (detail::beats: select_row's order) with
+// eight 16-byte loads, and the ranks below top_k are the choices in selection order. 32 independent compares where
+// select_row's rounds are top_k chains of two warp reductions; ranks by 32 shuffles instead (one per lane's key)
+// were slower than the rounds (notes/l2/rank_ab.py), the keys read from shared memory faster (notes/l2/gemvroute.cu,
+// and notes/l2/smem_rank_ab.py in the route kernels). v: the logit (kSelectBf16 rounding applied), keys: 32 words
+// (16-byte aligned), sel_val / sel_id: kRouteMaxTopK each; the scratch may be reused once this returns.
+__device__ __forceinline__ void select_rank1(float v, const RouteParams& p, long long row, uint32_t* keys,
+                                             float* sel_val, int* sel_id) {
+  constexpr unsigned kAll = 0xFFFFFFFFu;
+  const int lane = threadIdx.x & 31;
+  const int N = p.N;
+  const int top_k = min(p.top_k, min(kRouteMaxTopK, N));  // the host guarantees p.top_k <= min(8, N)
+  const uint32_t key = lane < N ? detail::order_key(v) : 0u;  // every expert's key > 0: a lane >= N ranks >= N
+  keys[lane] = key;
+  __syncwarp();
+  int rank = 0;
+#pragma unroll
+  for (int j4 = 0; j4 < 8; ++j4) {
+    const uint4 kk = reinterpret_cast<const uint4*>(keys)[j4];
+    rank += detail::beats(kk.x, 4 * j4, key, lane) + detail::beats(kk.y, 4 * j4 + 1, key, lane) +
+            detail::beats(kk.z, 4 * j4 + 2, key, lane) + detail::beats(kk.w, 4 * j4 + 3, key, lane);
+  }
+  if (rank < top_k) {
+    sel_val[rank] = v;
+    sel_id[rank] = lane;
+  }
+  __syncwarp();
+  const bool mine = lane < top_k;
+  const float my_val = mine ? sel_val[lane] : 0.f;
+  const int my_id = mine ? sel_id[lane] : 0;
+  // The weights as select_row makes them (softmax over the k chosen, the largest first).
+  const float l0 = __shfl_sync(kAll, my_val, 0);
+  const float e = mine ? expf(my_val - l0) : 0.f;
+  float s = e;
+#pragma unroll
+  for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(kAll, s, off);
+  if (mine) detail::store_choice(p, row, lane, e / s, my_id);
+  __syncwarp();  // every lane has read sel_val / sel_id: the caller may reuse the scratch
+}
+
 // The leader's part once its logits tile [kRows][kTileN] (bias added; columns < N hold experts) and the sigmoid
 // router's correction selb_s[N] are complete: write the logits if asked, then choose, a warp per token (warp w takes
 // tokens w, w + kWarps, ...; no barrier, so a warp may stop early). Every thread of the leader calls it.
@@ -361,7 +403,10 @@ __device__ __forceinline__ void route_leader_tail(const RouteParams& p, const fl
     }
   }
 
-  // Selection.
+  // Selection. N <= 32 with gpt-oss's router: select_rank1, with a warp's scratch here (192 bytes a warp).
+  __shared__ alignas(16) uint32_t rank_keys[kWarps][32];
+  __shared__ float rank_val[kWarps][kRouteMaxTopK];
+  __shared__ int rank_id[kWarps][kRouteMaxTopK];
   const int P = (N + 31) >> 5;
   const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
   const bool sigmoid = p.mode == kModeSigmoid;
@@ -378,6 +423,12 @@ __device__ __forceinline__ void route_leader_tail(const RouteParams& p, const fl
         const float l = ok ? tile[r * kTileN + n] : 0.f;
         v[i] = sel_bf16 ? detail::round_bf16(l) : l;
         cb[i] = ok && sigmoid ? selb_s[n] : 0.f;
+      }
+      if constexpr (kP == 1) {  // (notes/l2/smem_rank_ab.py compiles this branch out: `if constexpr (false)`)
+        if (p.mode == kModeTopkSoftmax) {
+          select_rank1(v[0], p, m0 + r, rank_keys[warp], rank_val[warp], rank_id[warp]);
+          continue;
+        }
       }
       select_row<kP>(v, cb, P, p, m0 + r);
     }
