@@ -58,9 +58,13 @@ _SPLITK_ONE_SET = ((8, 4, 1, 1, 2), (4, 8, 1, 1, 2), (4, 8, 1, 1, 4), (8, 4, 1, 
 # timed in the decode-layer loop (notes/l2/gemv.py, H200), where two rows per CTA lost to one: with 192 threads, each
 # then issued 4 W loads. What costs is the loads per thread, not the bytes per SM (thirteenth session,
 # notes/l2/gemvroute.cu): two rows over 384 threads (2 W loads each) cost what one row does, and read each token's x
-# once for two experts, so they serve gpt-oss-120b to M = 8 and gpt-oss-20b at M = 2-32 (tune, 2026-11-29).
+# once for two experts, so they serve gpt-oss-120b to M = 8 and gpt-oss-20b at M = 2-32 (tune, 2026-11-29). Four
+# and eight tokens over two rows: candidates for M = 16-128; in their first tuning (H200, fourteenth session,
+# notes/l2/tune-run6-2026-11-29-h200.json) none beat the committed choice by more than the 3% tie (gpt-oss-20b M = 32:
+# r2_m4 2.72 us against r2_m2 2.73; M = 64: 3.38 against split-K 3.32).
 _GEMV = ((1, 1, 2, 192), (1, 1, 3, 128), (1, 1, 1, 384), (1, 2, 2, 192), (1, 2, 1, 384), (1, 4, 1, 384),
-         (1, 1, 4, 256), (1, 1, 2, 448), (1, 2, 2, 448), (1, 4, 2, 448), (2, 1, 1, 384), (2, 2, 1, 384))
+         (1, 1, 4, 256), (1, 1, 2, 448), (1, 2, 2, 448), (1, 4, 2, 448), (2, 1, 1, 384), (2, 2, 1, 384),
+         (2, 4, 1, 384), (2, 8, 1, 384))
 
 # Tiled serial kernels (splitk_tiled) for the batch-invariant mode above decode sizes: (expert warps, token warps,
 # exp_tiles, tok_tiles, stages, warp groups), each in the invariant order (dispatch.invariant_tiled). Picked from 23
@@ -105,7 +109,8 @@ _ROUTE = (
 # GEMM + select by 0.3-0.75 us on gpt-oss-20b at M = 1-16 in the decode loop with the library's choice (select_row),
 # 0.6-0.9 with a rank choice over keys in shared memory (notes/l2/gemvroute.cu, rl_c16_r2_g1_*_s1 / _s3); that choice
 # is now route.cuh's select_rank1 for gpt-oss's router, 0.25-0.45 us under select_row (notes/l2/smem_rank_ab.py).
-_ROUTE_GEMV = ((2, 1, 1, 384), (2, 2, 1, 384))
+# r2_m4 (fourteenth session): 3.34 us at gpt-oss-20b M = 16 against r2_m1's 3.38 (run 6): within the tie, not shipped.
+_ROUTE_GEMV = ((2, 1, 1, 384), (2, 2, 1, 384), (2, 4, 1, 384))
 
 
 def specs() -> list:
