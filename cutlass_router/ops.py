@@ -32,11 +32,13 @@ def switch(name: str, value, env_name: str) -> bool:
     return env.flag(env_name) if value is None else value
 
 
-def _switches(pdl, batch_invariant):
+def _switches(pdl, batch_invariant, read_pdl=_flag):
     """(pdl, batch_invariant) of this call: switch() for both, inlined for None, True and False (one call per op
-    call instead of two); any other value goes to check_switch, which raises."""
+    call instead of two); any other value goes to check_switch, which raises. read_pdl reads CUTLASS_ROUTER_PDL for
+    pdl=None: env.flag (router_gemm: the default where unset), or env.setting (route: None where unset, the plan's
+    tuned choice)."""
     if pdl is None:
-        pdl = _flag(_PDL)
+        pdl = read_pdl(_PDL)
     elif pdl is not True and pdl is not False:
         check_switch("pdl", pdl)
     if batch_invariant is None:
@@ -277,14 +279,7 @@ def _one_launch(x, a, out) -> tuple[bool, bool]:
 def _route(x, weight, bias, correction_bias, a, out, pdl, batch_invariant):
     """The route ops' body: plan (cached), then the kernels or the torch path. pdl None and CUTLASS_ROUTER_PDL
     not set: the plan's choice (the tuned table's, per shape and M)."""
-    if pdl is None:
-        pdl = _setting(_PDL)
-    elif pdl is not True and pdl is not False:
-        check_switch("pdl", pdl)
-    if batch_invariant is None:
-        batch_invariant = _flag(_BATCH_INVARIANT)
-    elif batch_invariant is not True and batch_invariant is not False:
-        check_switch("batch_invariant", batch_invariant)
+    pdl, batch_invariant = _switches(pdl, batch_invariant, _setting)
     one_launch, warm = _one_launch(x, a, out)
     p = plan.route(x, weight, bias, correction_bias, a, batch_invariant, one_launch=one_launch, warm=warm)
     return plan.run_route(p, x, weight, bias, correction_bias, out, pdl)
