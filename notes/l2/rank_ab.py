@@ -1,91 +1,14 @@
 """A/B in the decode loop (not shipped): select_row's choice for one expert per lane (N <= 32) by ranks (32
 shuffles, a ballot per choice) against the rounds of two warp reductions it replaced, in the GEMV route kernel that
-gpt-oss-20b's route runs at M <= 32 (route.cuh route_gemv). The "rounds" kernel is the same template with the rank
-branch compiled out (`if constexpr (kMaxP == 1)` -> false), built here; both checked bit for bit against each other
-and against the reference first, then timed in the same loop, interleaved, through the library's route plan.
-
-    python notes/l2/rank_ab.py [out.json]
+gpt-oss-20b's route runs at M <= 32 (route.cuh route_gemv). The "rounds" kernel was the same template with the rank
+branch compiled out (`if constexpr (kMaxP == 1)` -> false); both checked bit for bit against each other and against
+the reference first, then timed in the same loop, interleaved, through the library's route plan.
 
 Run 3 of 2026-11-29 (thirteenth session, H200; rank-ab-2026-11-29-h200.json): ranks 3.67 / 3.77 / 3.73 / 3.82 /
 4.02 / 4.64 us against rounds 3.60 / 3.47 / 3.51 / 3.62 / 3.79 / 4.32 at M = 1 / 2 / 4 / 8 / 16 / 32: the ranks were
 slower at every M, and were not kept (route.cuh's select_row has the rounds only).
+
+This file is now the record only: the harness that ran it is notes/l2/smem_rank_ab.py's (the same code, which the
+fourteenth session's A/B of ranks over shared-memory keys reused), and the shuffle-rank branch it compiled out is
+no longer in the template. The script as run is in git history (commit 8ddc5ce).
 """
-from __future__ import annotations
-
-import dataclasses
-import datetime
-import json
-import sys
-from pathlib import Path
-
-import torch
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from cutlass_router import launch, manifest, ops, plan, route, router_gemm  # noqa: E402
-from cutlass_router.routing_ref import select  # noqa: E402
-from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-
-N, K, TOP_K = 32, 2880, 4
-SYMBOLS = ("crt_route_gemv_r2_m1_v1_t384", "crt_route_gemv_r2_m2_v1_t384")
-
-
-def variants(symbol):
-    e = manifest.entry(symbol)
-    src = e.source()
-    assert "if constexpr (kMaxP == 1) {" in src
-    return {"ranks": launch.load(symbol),
-            "rounds": launch.load_entry(e, source=src.replace("if constexpr (kMaxP == 1) {", "if constexpr (false) {"))}
-
-
-def plans(symbol, x, w, b):
-    a = ops._args(TOP_K, "topk_softmax", False, 1, 1, 1.0, "bf16", None, torch.float32, torch.int32)
-    p = plan.route(x, w, b, None, a, False, choice=symbol)
-    out = {}
-    for name, k in variants(symbol).items():
-        fast = plan.PlanLaunch(k, x.get_device(), p.consts.grid, launch, p.consts.cluster, p.consts.block)
-        out[name] = dataclasses.replace(p, kernel=k, fast=fast)
-    return out
-
-
-def run(p, x, w, b):
-    return plan.run_route(p, x, w, b, None, None, False)
-
-
-def main():
-    torch.manual_seed(0)
-    card = torch.cuda.get_device_name()
-    recs = []
-    for M in (1, 2, 4, 8, 16, 32):
-        sym = SYMBOLS[0] if M <= 16 else SYMBOLS[1]
-        x = torch.randn(M, K, device="cuda").to(torch.bfloat16)
-        w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
-        b = torch.randn(N, device="cuda").to(torch.bfloat16)
-        ps = plans(sym, x, w, b)
-        outs = {k: run(p, x, w, b) for k, p in ps.items()}
-        assert all(torch.equal(outs["ranks"][i], outs["rounds"][i]) for i in (0, 1)), (M, "ranks != rounds")
-        logits = (x.double() @ w.double().T + b.double()).to(torch.bfloat16).float()
-        rw, ri = select(logits, TOP_K, scoring="topk_softmax")
-        assert torch.equal(outs["ranks"][1].long(), ri), (M, "ids != reference")
-        loop = DecodeLoop(N, K, M, with_bias=True)
-        rows = {"route": lambda i, x, w, b: route(x, w, b, TOP_K),
-                "router_gemm": lambda i, x, w, b: router_gemm(x, w, b)}
-        for name in ps:
-            cache = {}
-
-            def call(i, x, w, b, name=name, cache=cache):
-                if i not in cache:  # a plan per layer: its consts hold that layer's strides (all equal here)
-                    cache[i] = plans(sym, x, w, b)[name]
-                return run(cache[i], x, w, b)
-            rows[name] = call
-        res = loop.measure(rows)
-        print(f"M={M} {sym}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
-        recs += [dict(model="gpt-oss-20b", experts=N, hidden=K, M=M, provider=k, kernel=sym, us=v, card=card,
-                      date=str(datetime.date.today())) for k, v in res.items()]
-        del loop
-    Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / f"notes/l2/rank-ab-{datetime.date.today()}.json").write_text(
-        json.dumps(recs, indent=1))
-
-
-if __name__ == "__main__":
-    main()
