@@ -47,6 +47,10 @@ def main(argv=None):
     route_out = (torch.empty(1, 4, device="cuda"), torch.empty(1, 4, device="cuda", dtype=torch.int32))
     gate = RouterLinear(K, N, device="cuda").requires_grad_(False)
     compiled = torch.compile(gate)  # default mode: Inductor, no CUDA graphs
+    # The peer compiled the same way: what a compiled gate costs with cuBLAS behind it (the wrapper Inductor
+    # generates, Dynamo's guards and the AOT runtime wrapper are common to both).
+    linear = torch.nn.Linear(K, N, device="cuda", dtype=torch.bfloat16).requires_grad_(False)
+    compiled_linear = torch.compile(linear)
     pw, pb = torch.nn.Parameter(w.clone()), torch.nn.Parameter(b.clone())  # as a patched model's gate holds them
 
     @torch.no_grad()
@@ -68,6 +72,7 @@ def main(argv=None):
         "cutlass_router.router_gemm(out=)": lambda: router_gemm(x, w, b, out=out),
         "torch.ops.cutlass_router.router_gemm": lambda: torch.ops.cutlass_router.router_gemm(x, w, b),
         "torch.compile(RouterLinear) (no graphs)": lambda: compiled(x),
+        "torch.compile(nn.Linear) (no graphs)": lambda: compiled_linear(x),
         "HF gpt-oss routing: F.linear+topk+softmax": lambda: torch.softmax(F.linear(x, w, b).topk(4, dim=-1)[0],
                                                                            dim=1),
         "cutlass_router.route (top-4)": lambda: route(x, w, b, 4),
