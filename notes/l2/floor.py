@@ -25,6 +25,26 @@ import cutlass_router  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
 
 
+def peer_rows(ext, N: int, top_k: int) -> dict:
+    """The rows the prototypes time beside their kernels, in the same loop: an empty kernel, tinygemm2 (ext, the
+    anchor's extension), router_gemm, route, router_gemm + the Triton top-k stand-in."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import triton_peers as tp
+
+    return {"empty": lambda i, x, w, b: ext.empty(False, max(1, N // 16)),
+            "tinygemm2": lambda i, x, w, b: ext.tg2(x, w, b, False),
+            "router_gemm": lambda i, x, w, b: cutlass_router.router_gemm(x, w, b),
+            "route": lambda i, x, w, b: cutlass_router.route(x, w, b, top_k=top_k),
+            "router_gemm+triton": lambda i, x, w, b: tp.topk_softmax(cutlass_router.router_gemm(x, w, b), top_k)}
+
+
+def report(recs: list, model: str, N: int, K: int, M: int, res: dict, card: str, label: str = "") -> None:
+    """Print one loop's results and append them to recs as the prototypes' JSON records."""
+    print(f"{model} M={M}{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
+    recs += [dict(model=model, experts=N, hidden=K, M=M, provider=k, us=v, card=card,
+                  date=str(datetime.date.today())) for k, v in res.items()]
+
+
 def ok(v):
     err, *rest = v if isinstance(v, tuple) else (v,)
     if int(err) != 0:

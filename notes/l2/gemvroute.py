@@ -21,11 +21,9 @@ from cuda.bindings import driver as D
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import cutlass_router  # noqa: E402
 from cutlass_router.families.route import PARAMS  # noqa: E402  (RouteParams)
-import triton_peers as tp  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import ok  # noqa: E402
+from floor import ok, peer_rows, report  # noqa: E402
 
 TOP_K = 4
 
@@ -157,17 +155,10 @@ def main():
             for k in ks:
                 check(g, k, N, K, M)
             loop = DecodeLoop(N, K, M, with_bias=True)
-            rows = {"empty": lambda i, x, w, b: ext.empty(False, max(1, N // 16)),
-                    "tinygemm2": lambda i, x, w, b: ext.tg2(x, w, b, False),
-                    "router_gemm": lambda i, x, w, b: cutlass_router.router_gemm(x, w, b),
-                    "route": lambda i, x, w, b: cutlass_router.route(x, w, b, top_k=TOP_K),
-                    "router_gemm+triton": lambda i, x, w, b: tp.topk_softmax(cutlass_router.router_gemm(x, w, b),
-                                                                             TOP_K)}
+            rows = peer_rows(ext, N, TOP_K)
             rows.update({k: g.row(k) for k in ks})
             res = loop.measure(rows)
-            print(f"{model} M={M} (checked): " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
-            recs += [dict(model=model, experts=N, hidden=K, M=M, provider=k, us=v, card=card,
-                          date=str(datetime.date.today())) for k, v in res.items()]
+            report(recs, model, N, K, M, res, card, " (checked)")
             del loop
     out = Path(sys.argv[2] if len(sys.argv) > 2 else ROOT / f"notes/l2/gemvroute-{datetime.date.today()}.json")
     out.write_text(json.dumps(recs, indent=1))

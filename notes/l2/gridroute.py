@@ -2,7 +2,8 @@
 store their logits to an L2 scratch, the CTA whose arrival completes the cooperative launch's grid barrier
 chooses), in the decode loop beside route (the library's default: GEMM + select chained by PDL on gpt-oss-120b),
 router_gemm, router_gemm + the Triton top-k stand-in, tinygemm2 and an empty kernel. Each variant is checked first
-against an fp64 reference (ids equal on tie-free inputs, weights within 1e-5) over 300 launches with fresh inputs,
+against an fp64 reference (ids equal, or chosen logits equal to the reference's within 1e-5 where two experts are closer
+than that; weights within 1e-5) over 300 launches with fresh inputs,
 with and without PDL (the barrier word must come back to its start after every launch).
 
     nvcc -cubin -arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr -I<cutlass>/include \
@@ -26,9 +27,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "notes" / "l2"))
 import cutlass_router  # noqa: E402
 from cutlass_router.families.route import PARAMS  # noqa: E402  (RouteParams)
-import triton_peers as tp  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import ok  # noqa: E402
+from floor import ok, peer_rows, report  # noqa: E402
 
 TOP_K = 4
 
@@ -101,8 +101,17 @@ def check(g, name, N, K, M, pdl, coop, rounds=300):
         ids = torch.full((M, TOP_K), -1, device="cuda", dtype=torch.int32)
         g.launch(name, x, w, b, scratch, wt, ids, pdl, coop)
         rv, ri = ref.topk(TOP_K, dim=1)
-        assert torch.equal(ids.long(), ri), (name, M, ids, ri)
-        err = (wt.double() - torch.softmax(rv, 1)).abs().max().item()
+        # ids equal, except where two experts' fp64 logits are closer than fp32 accumulation tells apart (run 6
+        # met one such pair: M = 2, the fourth choice): then the chosen expert's logit must equal the reference's
+        # choice's, and the ids stay distinct and in range.
+        assert ids.min().item() >= 0 and ids.max().item() < N, (name, M, ids)
+        assert all(len(set(r)) == TOP_K for r in ids.tolist()), (name, M, ids)
+        chosen = ref.gather(1, ids.long())
+        assert (chosen - rv).abs().max().item() < 1e-5, (name, M, ids, ri)
+        ties = int((ids.long() != ri).any(1).sum())
+        if ties:
+            print(f"{name} M={M}: {ties} row(s) chose another expert within 1e-5 of the reference's logit")
+        err = (wt.double() - torch.softmax(chosen, 1)).abs().max().item()
         assert err < 1e-5, (name, M, err)
 
 
@@ -136,18 +145,11 @@ def main():
                     except RuntimeError as e:  # the driver refused the launch
                         print(f"{k} M={M} {mode}: refused: {e}", flush=True)
             loop = DecodeLoop(N, K, M, with_bias=True)
-            rows = {"empty": lambda i, x, w, b: ext.empty(False, max(1, N // 16)),
-                    "tinygemm2": lambda i, x, w, b: ext.tg2(x, w, b, False),
-                    "router_gemm": lambda i, x, w, b: cutlass_router.router_gemm(x, w, b),
-                    "route": lambda i, x, w, b: cutlass_router.route(x, w, b, top_k=TOP_K),
-                    "route pdl=False": lambda i, x, w, b: cutlass_router.route(x, w, b, top_k=TOP_K, pdl=False),
-                    "router_gemm+triton": lambda i, x, w, b: tp.topk_softmax(cutlass_router.router_gemm(x, w, b),
-                                                                             TOP_K)}
+            rows = peer_rows(ext, N, TOP_K)
+            rows["route pdl=False"] = lambda i, x, w, b: cutlass_router.route(x, w, b, top_k=TOP_K, pdl=False)
             rows.update({f"{k} {mode}": g.row(k, MODES[mode][1], MODES[mode][0]) for k, mode in ks})
             res = loop.measure(rows, skip_errors=True)
-            print(f"{model} M={M} (checked): " + ", ".join(f"{k} {v:.2f}" for k, v in res.items()), flush=True)
-            recs += [dict(model=model, experts=N, hidden=K, M=M, provider=k, us=v, card=card,
-                          date=str(datetime.date.today())) for k, v in res.items()]
+            report(recs, model, N, K, M, res, card, " (checked)")
             del loop
     out = Path(sys.argv[2] if len(sys.argv) > 2 else ROOT / f"notes/l2/gridroute-{datetime.date.today()}.json")
     out.write_text(json.dumps(recs, indent=1))
