@@ -10,7 +10,11 @@ one vLLM and FlashInfer ship; built from .anchor/, see shared/anchor/make_tg2.sh
 runs it, Triton stand-ins for the engines' fused routing kernels (triton_peers.py), and an empty kernel (the floor).
 Rows that take a pdl flag run with it on and off; route also with its default (pdl=None: the tuned table's choice
 per M, labelled plain "route"). The router_gemm, route, tinygemm2 and empty rows also run after
-a Triton RMSNorm that triggers its dependents early (producer triton_pdl), where PDL can overlap the producer.
+a Triton RMSNorm that triggers its dependents early (producer triton_pdl), and after cutlass_router.rms_norm, which
+does the same (producer crt_rms_norm, launched with PDL as its docs advise before route(pdl=True)), where PDL can
+overlap the producer. A row's cost is over its own producer's base loop, and a producer launched with PDL makes
+its base pay for the kernel after it not being launched with PDL (0.5-1.5 us): compare producers by the loop's
+total per layer, base + row.
 Writes <out>/<date>-<card>-decode-<model>.{json,md,png} and prints the tables.
 """
 from __future__ import annotations
@@ -33,7 +37,7 @@ sys.path.append(str(ROOT))  # a checkout without install; an installed cutlass_r
 import cutlass_router  # noqa: E402
 import cutlass_router.models  # noqa: E402
 import triton_peers as tp  # noqa: E402
-from cutlass_router.yardstick import DecodeLoop, rms_norm  # noqa: E402
+from cutlass_router.yardstick import EPS, DecodeLoop, rms_norm  # noqa: E402
 
 # The shapes and expert choice of each model come from the package (the tuner uses the same).
 MODELS = {name: dict(N=m.experts, K=m.hidden, top_k=m.top_k, bias=m.bias, fp32_logits=m.fp32_logits, route=m.route)
@@ -44,8 +48,9 @@ FLAGS = (True, False)
 ROWS = [("F.linear+torch", (None,)), ("F.linear+triton", (None,)), ("router_gemm+torch", FLAGS),
         ("router_gemm+triton", FLAGS), ("tinygemm2+triton", FLAGS), ("route", (None, True, False)),
         ("router_gemm", FLAGS), ("tinygemm2", FLAGS), ("F.linear", (None,)), ("empty", FLAGS)]
-PRODUCERS = {"rms_norm": rms_norm, "triton_pdl": tp.rms_norm_pdl}
-PDL_PRODUCER_ROWS = ("router_gemm", "route", "tinygemm2", "empty")  # the rows also run after triton_pdl
+PRODUCERS = {"rms_norm": rms_norm, "triton_pdl": tp.rms_norm_pdl,
+             "crt_rms_norm": lambda x, w, out: cutlass_router.rms_norm(x, w, EPS, out=out, pdl=True)}
+PDL_PRODUCER_ROWS = ("router_gemm", "route", "tinygemm2", "empty")  # the rows also run after the early producers
 DEFAULT_M = [1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096]
 VALIDATE_M = 64
 BASE = "base (no routing)"
@@ -139,6 +144,9 @@ def validate(cfg: dict, fns: dict, peers: dict, dev) -> tuple[list, set]:
     xn = torch.empty_like(x)
     err = (tp.rms_norm_pdl(x, peers["rms_w"], xn).float() - rms_norm(x, peers["rms_w"], None).float()).abs().max()
     lines.append(f"producer triton_pdl vs F.rms_norm: max |diff| {err.item():.1e} (bf16 rounding: ~1e-2)")
+    mine = cutlass_router.rms_norm(x, peers["rms_w"], EPS).float()
+    err = (mine - rms_norm(x, peers["rms_w"], None).float()).abs().max()
+    lines.append(f"producer crt_rms_norm vs F.rms_norm: max |diff| {err.item():.1e} (bf16 rounding: ~1e-2)")
     return lines, failed
 
 
@@ -307,7 +315,10 @@ def main(argv=None) -> int:
                 f"graphs replayed interleaved, medians of {args.rounds} replays of about "
                 f"{args.rep_ms / args.rounds:g} ms each. `{BASE}` is the loop's own time per layer. Producer "
                 "`rms_norm` is F.rms_norm; `triton_pdl` a Triton RMSNorm launched with PDL that lets its dependents "
-                "launch early. `empty` is an empty kernel (the floor of one launch)."]
+                "launch early; `crt_rms_norm` is cutlass_router.rms_norm launched with PDL (it lets its dependents "
+                "launch early). `empty` is an empty kernel (the floor of one launch). Costs are over each "
+                "producer's own base; across producers compare totals (base + row): a producer launched with PDL "
+                "pays in its base for a next kernel launched without it."]
         stem = f"{date}-{slug}-decode-{model}"
         tables += write_outputs(args.out, stem, recs, head, model_notes)
         print(f"wrote {args.out / stem}.{{json,md,png}}")

@@ -8,9 +8,12 @@ is committed in emitted/ and ships prebuilt.
     w, ids, _ = cutlass_router.route(x, weight, bias, top_k=4)  # gpt-oss's choice: top-4, softmax over them
     y = torch.ops.cutlass_router.router_gemm(x, weight, bias)  # the same op, visible to torch.compile
     gate = cutlass_router.RouterLinear(2880, 128, bias=True)
+    xn = cutlass_router.rms_norm(h, norm_weight, eps)           # == F.rms_norm; lets the router start early:
+    w, ids, _ = cutlass_router.route(xn, weight, bias, 4, pdl=True)  # ... route with PDL overlaps it
 """
 from .module import RouterLinear
+from .norm import rms_norm
 from .ops import RouteResult, route, route_op, router_gemm, router_gemm_op
 
-__all__ = ["RouteResult", "RouterLinear", "route", "route_op", "router_gemm", "router_gemm_op"]
+__all__ = ["RouteResult", "RouterLinear", "rms_norm", "route", "route_op", "router_gemm", "router_gemm_op"]
 __version__ = "0.1.0"

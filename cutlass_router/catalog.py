@@ -8,6 +8,7 @@ from __future__ import annotations
 from .dispatch import invariant_tiled
 from .families.cutlass_sm90 import Sm90GemmSpec
 from .families.gemv import GemvSpec
+from .families.rmsnorm import SPECS as RMSNORM_SPECS
 from .families.route import RouteGemvSpec, RouteSpec, select_specs
 from .families.splitk_mma import SplitKSpec
 
@@ -117,6 +118,7 @@ def specs() -> list:
     out = [RouteSpec(w, s, e, t, u) for (w, s, e, t, u) in _ROUTE]
     out += [RouteGemvSpec(r, m, v, t) for (r, m, v, t) in _ROUTE_GEMV]
     out += select_specs()
+    out += list(RMSNORM_SPECS)
     for dt in OUT_DTYPES:
         out += [SplitKSpec(dt, w, c, e, t, u) for (w, c, e, t, u) in _SPLITK]
         out += [SplitKSpec(dt, w, c, e, t, u, acc=1) for (w, c, e, t, u) in _SPLITK_ONE_SET]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
+from .families import rmsnorm
 from .families.route import RouteSpec, select_specs
 from .families.splitk_mma import SplitKSpec
 from .target import ARCH
@@ -187,10 +188,11 @@ def choose_route(N: int, K: int, M: int, one_launch: bool = False) -> str:
 
 def reachable() -> set[str]:
     """Every kernel dispatch can pick: the tuned ladders and the default ladders (untuned shapes, fallbacks), for
-    the GEMM and for route. Exactly these ship prebuilt."""
+    the GEMM and for route, and the RMSNorm kernels. Exactly these ship prebuilt."""
     rungs = [r for ladder_ in tuned_table().values() for r in ladder_] + [*_DEFAULT_FEW, *_DEFAULT_MANY]
     rungs += [r for ladder_ in tuned_invariant_table().values() for r in ladder_]
     rungs += [*_INVARIANT_FEW, *_INVARIANT_MANY]
     route = {r.kernel for ladder_ in tuned_route_table().values() for r in ladder_}
     route |= {spec.symbol for _, spec in _ROUTE_DEFAULT} | {spec.symbol for spec in select_specs()}
-    return {s for r in rungs for s in (r.bf16, r.f32)} | (route - {GEMM_THEN_SELECT})
+    norms = {spec.symbol for spec in rmsnorm.SPECS}  # the router's producer (rms_norm): every K range
+    return {s for r in rungs for s in (r.bf16, r.f32)} | (route - {GEMM_THEN_SELECT}) | norms

@@ -60,15 +60,18 @@ def run_kernel(symbol: str, x, weight, bias=None, out_dtype=torch.bfloat16, pdl:
     from . import families, launch, manifest
 
     out_dtype = validate.check_args(x, weight, bias, out_dtype, out)
+    e = manifest.entry(symbol)
+    fam = families.of(e.family)
+    if not hasattr(fam, "pack_gemm"):
+        raise ValueError(f"kernel {symbol} is not a GEMM kernel (family {e.family}); run_kernel runs the GEMM families")
     reason = plan.device_blocker(x.device.index) or validate.kernel_blocker(x, weight, bias, out)
     if reason:
         raise ValueError(f"kernel {symbol} cannot run these inputs: {reason}")
     # Refused before loading: a kernel that is neither shipped nor cached would be compiled first (a minute, or a
     # ToolkitNotFound where there is no nvcc) only to say that it cannot take this shape.
-    e = manifest.entry(symbol)
     if e.out_dtype != plan._DTYPE_NAME[out_dtype]:
         raise ValueError(f"kernel {symbol} writes {e.out_dtype}, not {out_dtype}")
-    why = families.of(e.family).blocker(e, x.shape[0], weight.shape[0])
+    why = fam.blocker(e, x.shape[0], weight.shape[0])
     if why:
         raise ValueError(why)
     k = launch.load(symbol)

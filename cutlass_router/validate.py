@@ -176,3 +176,81 @@ def check_route_out(x, weight, top_k, weights, ids, logits) -> None:
     if weights.stride(0) != ids.stride(0):
         raise ValueError(f"out's weights and ids must share a row stride (the kernels write both with one), got "
                          f"{weights.stride(0)} and {ids.stride(0)}")
+
+
+def check_rms_norm(x, weight, eps, out=None) -> None:
+    """rms_norm's arguments (x [..., K] bf16, weight [K] bf16, eps >= 0, out like x): raise naming the fix."""
+    for name, t in (("x", x), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in SUPPORTED_IN:
+            raise TypeError(f"{name} must be torch.bfloat16, got {t.dtype}; convert it with {name}.to(torch.bfloat16)")
+    if x.dim() == 0 or x.shape[-1] == 0:
+        raise ValueError(f"x must be [..., hidden] with hidden >= 1, got shape {tuple(x.shape)}")
+    K = x.shape[-1]
+    if weight.dim() != 1 or weight.shape[0] != K:
+        raise ValueError(f"weight must be 1-D of length {K} (x's hidden size), got shape {tuple(weight.shape)}")
+    if weight.device != x.device:
+        raise ValueError(f"weight is on {weight.device} but x is on {x.device}; move both to one device")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"eps must be a float, got {type(eps).__name__}")
+    if not 0 <= eps < float("inf"):
+        raise ValueError(f"eps must be finite and >= 0 (the model config's rms_norm_eps), got {eps}")
+    if out is not None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out must be a torch.Tensor or None, got {type(out).__name__}")
+        if out.dtype != torch.bfloat16:
+            raise TypeError(f"out must be torch.bfloat16, got {out.dtype}")
+        if out.shape != x.shape:
+            raise ValueError(f"out must have x's shape {tuple(x.shape)}, got {tuple(out.shape)}")
+        if out.device != x.device:
+            raise ValueError(f"out is on {out.device} but x is on {x.device}; allocate out on x's device")
+        refuse_negative_view("out", out)
+
+
+def rms_norm_blocker(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> str | None:
+    """Why the RMSNorm kernels cannot take these (valid, 2-D) tensors as they are, or None when they can."""
+    M, K = x.shape
+    if K % 8:
+        return f"K = {K} is not a multiple of 8 (kernel rows are read in 16-byte vectors)"
+    for name, t in (("x", x), ("out", out)):
+        if K > 1 and t.stride(1) != 1:
+            return f"{name} is not contiguous along its last dimension (strides {tuple(t.stride())})"
+        if M > 1 and t.stride(0) % 8:
+            return f"{name}'s row stride {t.stride(0)} is not a multiple of 8 elements"
+        if t.data_ptr() % 16:
+            return f"{name}'s data pointer is not 16-byte aligned"
+    if weight.stride(0) != 1 or weight.data_ptr() % 16:
+        return "weight is not contiguous and 16-byte aligned"
+    return None
+
+
+def refuse_partial_overlap(name: str, out: torch.Tensor, x: torch.Tensor) -> None:
+    """out may be x itself (in place) or apart from it; a kernel writing rows that another CTA still reads would
+    race, so a partial overlap is refused."""
+    if out.numel() == 0 or x.numel() == 0 or (out.data_ptr() == x.data_ptr() and out.stride() == x.stride()):
+        return
+
+    def span(t):
+        last = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+        return t.data_ptr(), t.data_ptr() + (last + 1) * t.element_size()
+
+    (a0, a1), (b0, b1) = span(out), span(x)
+    if a0 < b1 and b0 < a1:
+        raise ValueError(f"{name} overlaps x without being x; pass out=x (in place) or a separate tensor")
+
+
+def refuse_flat_rows(name: str, out: torch.Tensor) -> None:
+    """out [..., K] must flatten to rows [-1, K] without a copy, and its rows must not overlap each other (an
+    expanded tensor): a kernel would write them in any order."""
+    K = out.shape[-1]
+    try:
+        o2 = out.view(-1, K)
+    except RuntimeError:
+        raise ValueError(f"{name}'s rows must flatten to [-1, {K}] (strides {tuple(out.stride())}); pass a "
+                         "contiguous tensor") from None
+    # Rows of contiguous elements (the kernels' layout) overlap when their stride is below K; other layouts take
+    # the torch path, whose copy_ refuses a tensor with overlapping elements itself.
+    if o2.shape[0] > 1 and o2.stride(-1) == 1 and abs(o2.stride(0)) < K:
+        raise ValueError(f"{name}'s rows overlap each other (strides {tuple(out.stride())}); pass a tensor whose "
+                         "elements are distinct, e.g. torch.empty_like(x)")

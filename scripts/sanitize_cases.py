@@ -1,14 +1,16 @@
-"""Every kernel dispatch can pick (tuned and default ladders: GEMM kernels in both output dtypes, route kernels),
-once each at odd sizes, checked against the reference: the workload for scripts/sanitize.sh."""
+"""Every kernel dispatch can pick (tuned and default ladders: GEMM kernels in both output dtypes, route kernels,
+the RMSNorm kernels), once each at odd sizes, checked against the reference: the workload for
+scripts/sanitize.sh."""
 import os
 import sys
 
 import torch
 
-from cutlass_router import dispatch, manifest, ops, plan, route
+from cutlass_router import dispatch, manifest, norm, ops, plan, route
 from cutlass_router.routing_ref import select
 
 SHAPES = [(1, 32, 2880), (13, 60, 1000), (127, 128, 2880), (1000, 128, 2888)]
+NORM_ROWS = (1, 13, 300)  # rows of each RMSNorm kernel, at the largest K it takes and at one 24 below it
 ROUTE_SHAPES = [(1, 32, 2880), (5, 12, 1000), (13, 60, 1000), (64, 128, 2880), (3, 256, 7168), (7, 384, 2048),
                 (300, 128, 2880)]
 
@@ -25,6 +27,19 @@ def gemm_case(sym, M, N, K) -> bool:
         return True
     ref = x.double() @ w.double().T + b.double()
     return ((out.double() - ref).norm() / ref.norm()).item() < (1e-2 if dtype == torch.bfloat16 else 1e-5)
+
+
+def norm_case(sym, M, N, K) -> bool:
+    """One RMSNorm kernel, launched directly (not dispatch's choice for K), M rows of K (N unused), against fp64."""
+    from cutlass_router import launch
+
+    x = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    w = (1 + 0.1 * torch.randn(K, device="cuda")).to(torch.bfloat16)
+    out = torch.full_like(x, float("nan"))
+    norm._launch(launch, launch.load(sym), 0, x, w, out, 1e-5, False)
+    xd = x.double()
+    ref = w.double() * (xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-5))
+    return bool(((out.double() - ref).abs() <= ref.abs() * 2 ** -8 + 1e-30).all())
 
 
 def route_case(sym, M, N, K) -> bool:
@@ -68,14 +83,19 @@ def main() -> int:
     symbols = (symbols - selects) | ({dispatch.GEMM_THEN_SELECT} if selects else set())
     bad = cases = 0
     for sym in sorted(symbols):
-        is_route = sym == dispatch.GEMM_THEN_SELECT or manifest.entry(sym).family == "route"
-        for M, N, K in ROUTE_SHAPES if is_route else SHAPES:
+        family = "route" if sym == dispatch.GEMM_THEN_SELECT else manifest.entry(sym).family
+        if family == "rmsnorm":
+            max_k = manifest.entry(sym).launch["max_k"]
+            shapes = [(M, 0, K) for M in NORM_ROWS for K in (max_k, max_k - 24)]
+        else:
+            shapes = ROUTE_SHAPES if family == "route" else SHAPES
+        for M, N, K in shapes:
             if keep is not None and (M, N, K) not in keep:
                 continue
             if os.environ.get("SANITIZE_VERBOSE"):  # a tool that kills the process: the last line names the case
                 print(f"{sym} M={M} N={N} K={K}", flush=True)
             cases += 1
-            if not (route_case if is_route else gemm_case)(sym, M, N, K):
+            if not {"route": route_case, "rmsnorm": norm_case}.get(family, gemm_case)(sym, M, N, K):
                 bad += 1
                 print(f"WRONG {sym} M={M} N={N} K={K}")
     torch.cuda.synchronize()

@@ -15,11 +15,13 @@ SHIPPED = sorted(dispatch.reachable())
 # What each kernel must contain: its matrix instruction (the GEMV's FMAs and its 16-byte read-only W loads), and
 # for the route kernels the warp reductions of the expert choice (redux.sync; the GEMV route kernel also the rank
 # choice's 16-byte key reads from shared memory, route.cuh select_rank1), or for the row-per-CTA select kernel its
-# rank shuffles and block barriers.
+# rank shuffles and block barriers; the RMSNorm kernels their 16-byte weight loads (read-only path), the sum's
+# shuffle tree and 16-byte stores.
 WANT = {"splitk_mma": ("HMMA.16816.F32.BF16",), "gemv": ("FFMA", "LDG.E.128.CONSTANT"), "cutlass_sm90": ("HGMMA.",),
         "route": ("HMMA.16816.F32.BF16", "REDUX"), "route_gemv": ("FFMA", "LDG.E.128.CONSTANT", "REDUX", "LDS.128"),
         "route_select": ("REDUX",),
-        "route_select_block": ("SHFL.IDX", "BAR.SYNC")}
+        "route_select_block": ("SHFL.IDX", "BAR.SYNC"),
+        "rmsnorm": ("LDG.E.128.CONSTANT", "SHFL.BFLY", "STG.E.128")}
 
 
 def _cuobjdump() -> str | None:

@@ -4,7 +4,7 @@ and whether it needs a host library (HOST_LIB). The rest of the package asks the
 
 A family module provides: FAMILY, HOST_LIB, a spec class, geometry(entry, host) -> (block, cluster, smem),
 blocker(entry, M, N) -> reason or None, and a pack function for the op it serves (pack_gemm for the GEMM
-families); HOST_LIB families also provide open_host(entry). Optionally gemm_pack_fixed(entry, M, N, K, ldx, ldw, ldo)
+families, pack_route, rmsnorm's pack); HOST_LIB families also provide open_host(entry). Optionally gemm_pack_fixed(entry, M, N, K, ldx, ldw, ldo)
 -> (pack_into, tail, grid), which lets a plan pack a call's pointers only (plan.PlanLaunch), or None for a kernel
 whose parameters must be packed in full on every call.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import cutlass_sm90, gemv, route, splitk_mma
+from . import cutlass_sm90, gemv, rmsnorm, route, splitk_mma
 
-FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (splitk_mma, gemv, cutlass_sm90, route)}
+FAMILIES: dict[str, ModuleType] = {m.FAMILY: m for m in (splitk_mma, gemv, cutlass_sm90, route, rmsnorm)}
 
 
 def of(name: str) -> ModuleType:
