@@ -103,3 +103,34 @@ def early_trigger_copy():
         launch.launch(k, dev, plan.raw_stream(dev), False, (64, 1, 1))
 
     return copy
+
+
+def replay_under_memory_traffic(step, feed, wrong, rounds=2000) -> int:
+    """How a production graph fails: step() is warmed up outside capture (as a caller's first call is), captured in a
+    CUDA graph and replayed `rounds` times while another stream copies 512 MB every 50 replays. feed(i) runs on
+    the current stream before replay i; wrong(i, captured) returns a device count of that replay's wrong elements
+    (captured: what step returned during capture). Returns the total, read once at the end."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    noise = torch.cuda.Stream()
+    big_a = torch.empty(256 << 20, device="cuda", dtype=torch.uint8)
+    big_b = torch.empty_like(big_a)
+    bad = torch.zeros((), device="cuda", dtype=torch.int64)
+    for i in range(rounds):
+        if i % 50 == 0:
+            with torch.cuda.stream(noise):
+                for _ in range(4):
+                    big_b.copy_(big_a)
+        feed(i)
+        graph.replay()
+        bad += wrong(i, captured)
+    torch.cuda.synchronize()
+    return int(bad.item())

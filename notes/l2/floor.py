@@ -45,6 +45,12 @@ def report(recs: list, model: str, N: int, K: int, M: int, res: dict, card: str,
                   date=str(datetime.date.today())) for k, v in res.items()]
 
 
+def save(recs: list, name: str) -> None:
+    """Write the records to argv[2], or to notes/l2/<name>-<date>.json."""
+    out = Path(sys.argv[2] if len(sys.argv) > 2 else ROOT / f"notes/l2/{name}-{datetime.date.today()}.json")
+    out.write_text(json.dumps(recs, indent=1))
+
+
 def ok(v):
     err, *rest = v if isinstance(v, tuple) else (v,)
     if int(err) != 0:

@@ -9,8 +9,6 @@ reference first (ids equal on tie-free inputs, weights within 1e-5; logits withi
 from __future__ import annotations
 
 import ctypes
-import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from cutlass_router.families.route import PARAMS  # noqa: E402  (RouteParams)
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import ok, peer_rows, report  # noqa: E402
+from floor import ok, peer_rows, report, save  # noqa: E402
 
 TOP_K = 4
 
@@ -160,8 +158,7 @@ def main():
             res = loop.measure(rows)
             report(recs, model, N, K, M, res, card, " (checked)")
             del loop
-    out = Path(sys.argv[2] if len(sys.argv) > 2 else ROOT / f"notes/l2/gemvroute-{datetime.date.today()}.json")
-    out.write_text(json.dumps(recs, indent=1))
+    save(recs, "gemvroute")
 
 
 if __name__ == "__main__":

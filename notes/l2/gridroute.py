@@ -12,8 +12,6 @@ with and without PDL (the barrier word must come back to its start after every l
 from __future__ import annotations
 
 import ctypes
-import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -28,7 +26,7 @@ sys.path.insert(0, str(ROOT / "notes" / "l2"))
 import cutlass_router  # noqa: E402
 from cutlass_router.families.route import PARAMS  # noqa: E402  (RouteParams)
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import ok, peer_rows, report  # noqa: E402
+from floor import ok, peer_rows, report, save  # noqa: E402
 
 TOP_K = 4
 
@@ -151,8 +149,7 @@ def main():
             res = loop.measure(rows, skip_errors=True)
             report(recs, model, N, K, M, res, card, " (checked)")
             del loop
-    out = Path(sys.argv[2] if len(sys.argv) > 2 else ROOT / f"notes/l2/gridroute-{datetime.date.today()}.json")
-    out.write_text(json.dumps(recs, indent=1))
+    save(recs, "gridroute")
 
 
 if __name__ == "__main__":
