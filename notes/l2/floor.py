@@ -51,6 +51,14 @@ def save(recs: list, name: str) -> None:
     out.write_text(json.dumps(recs, indent=1))
 
 
+def anchor_ext():
+    """(the tinygemm2 extension from .anchor/, measuring equipment; the card's name) for a prototype's loop."""
+    sys.path.insert(0, str(ROOT / ".anchor"))
+    import tg2
+
+    return tg2.load(), torch.cuda.get_device_name()
+
+
 def ok(v):
     err, *rest = v if isinstance(v, tuple) else (v,)
     if int(err) != 0:

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import cutlass_router  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import ok  # noqa: E402  (notes/l2/floor.py: a CUresult check)
+from floor import anchor_ext, ok  # noqa: E402  (notes/l2/floor.py: the anchor, a CUresult check)
 
 
 class Gemv:
@@ -73,10 +73,7 @@ def kernels(K, M):
 def main():
     torch.zeros(1, device="cuda")
     g = Gemv(sys.argv[1] if len(sys.argv) > 1 else "/tmp/gemv.cubin")
-    sys.path.insert(0, str(ROOT / ".anchor"))
-    import tg2
-    ext = tg2.load()
-    card = torch.cuda.get_device_name()
+    ext, card = anchor_ext()
     recs = []
     for name, (N, K, bias) in SHAPES.items():
         dt = None if bias else torch.float32

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from cutlass_router.families.route import PARAMS  # noqa: E402  (RouteParams)
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import ok, peer_rows, report, save  # noqa: E402
+from floor import anchor_ext, ok, peer_rows, report, save  # noqa: E402
 
 TOP_K = 4
 
@@ -141,10 +141,7 @@ def main():
     torch.zeros(1, device="cuda")
     g = Proto(sys.argv[1] if len(sys.argv) > 1 else "/tmp/gemvroute.cubin")
     g.known = set(sum(SELECT.values(), []) + sum(LOGITS.values(), []))
-    sys.path.insert(0, str(ROOT / ".anchor"))
-    import tg2
-    ext = tg2.load()
-    card = torch.cuda.get_device_name()
+    ext, card = anchor_ext()
     recs = []
     for model, N in SHAPES.items():
         K = 2880

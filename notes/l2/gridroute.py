@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "notes" / "l2"))
 import cutlass_router  # noqa: E402
 from cutlass_router.families.route import PARAMS  # noqa: E402  (RouteParams)
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import ok, peer_rows, report, save  # noqa: E402
+from floor import anchor_ext, ok, peer_rows, report, save  # noqa: E402
 
 TOP_K = 4
 
@@ -123,10 +123,7 @@ MODES = {"coop": (True, False), "coop pdl": (True, True), "plain": (False, False
 def main():
     torch.zeros(1, device="cuda")
     g = Grid(sys.argv[1] if len(sys.argv) > 1 else "/tmp/gridroute.cubin")
-    sys.path.insert(0, str(ROOT / ".anchor"))
-    import tg2
-    ext = tg2.load()
-    card = torch.cuda.get_device_name()
+    ext, card = anchor_ext()
     recs = []
     for model, N in SHAPES.items():
         K = 2880
