@@ -4,9 +4,9 @@ and whether it needs a host library (HOST_LIB). The rest of the package asks the
 
 A family module provides: FAMILY, HOST_LIB, a spec class, geometry(entry, host) -> (block, cluster, smem),
 blocker(entry, M, N) -> reason or None, and a pack function for the op it serves (pack_gemm for the GEMM
-families, pack_route, rmsnorm's pack); HOST_LIB families also provide open_host(entry). Optionally gemm_pack_fixed(entry, M, N, K, ldx, ldw, ldo)
--> (pack_into, tail, grid), which lets a plan pack a call's pointers only (plan.PlanLaunch), or None for a kernel
-whose parameters must be packed in full on every call.
+families, pack_route for route, pack for rmsnorm); HOST_LIB families also provide open_host(entry). Optionally
+gemm_pack_fixed(entry, M, N, K, ldx, ldw, ldo) -> (pack_into, tail, grid), which lets a plan pack a call's pointers
+only (plan.PlanLaunch), or None for a kernel whose parameters must be packed in full on every call.
 """
 from __future__ import annotations
 
