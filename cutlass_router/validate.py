@@ -10,12 +10,7 @@ SUPPORTED_OUT = (torch.bfloat16, torch.float32)
 def check_args(x, weight, bias, out_dtype, out=None) -> torch.dtype:
     """Raise TypeError/ValueError on bad input; return the output dtype (bf16 when None)."""
     for name, t in (("x", x), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in SUPPORTED_IN:
-            raise TypeError(f"{name} must be torch.bfloat16, got {t.dtype}; convert it with {name}.to(torch.bfloat16)"
-                            + (" (fp16 is not supported: the router weights of the supported models are bf16)"
-                               if t.dtype == torch.float16 else ""))
+        require_bf16(name, t, " (fp16 is not supported: the router weights of the supported models are bf16)")
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D [tokens, hidden], got shape {tuple(x.shape)}; "
                          "flatten leading dims with x.reshape(-1, x.shape[-1]) or call cutlass_router.router_gemm")
@@ -52,6 +47,15 @@ def check_args(x, weight, bias, out_dtype, out=None) -> torch.dtype:
             raise ValueError(f"out is on {out.device} but x is on {x.device}; allocate out on x's device")
         refuse_negative_view("out", out)
     return out_dtype
+
+
+def require_bf16(name: str, t, fp16_hint: str = "") -> None:
+    """t must be a bf16 tensor: TypeError naming the argument and the conversion (fp16_hint added for fp16)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in SUPPORTED_IN:
+        raise TypeError(f"{name} must be torch.bfloat16, got {t.dtype}; convert it with {name}.to(torch.bfloat16)"
+                        + (fp16_hint if t.dtype == torch.float16 else ""))
 
 
 def refuse_negative_view(name, t) -> None:
@@ -181,10 +185,7 @@ def check_route_out(x, weight, top_k, weights, ids, logits) -> None:
 def check_rms_norm(x, weight, eps, out=None) -> None:
     """rms_norm's arguments (x [..., K] bf16, weight [K] bf16, eps >= 0, out like x): raise naming the fix."""
     for name, t in (("x", x), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dtype not in SUPPORTED_IN:
-            raise TypeError(f"{name} must be torch.bfloat16, got {t.dtype}; convert it with {name}.to(torch.bfloat16)")
+        require_bf16(name, t)
     if x.dim() == 0 or x.shape[-1] == 0:
         raise ValueError(f"x must be [..., hidden] with hidden >= 1, got shape {tuple(x.shape)}")
     K = x.shape[-1]
