@@ -26,48 +26,12 @@ __device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_
                :: "r"(dst), "l"(src), "r"(bytes), "r"(bar) : "memory");
 }
 
-// The choice for one row of N <= 32 experts (lane = expert), by rank: every lane counts the experts that beat it
-// (larger key, or an equal key and a lower id) from the warp's keys in shared memory; ranks < top_k are the
-// choices, in selection order. No dependent collectives; the same outputs as select_row's rounds.
-__device__ __forceinline__ void select_rank32(float v, const RouteParams& p, long long row, uint32_t* keys,
-                                              float* selv, int* seli) {
-  constexpr unsigned kAll = 0xFFFFFFFFu;
-  const int lane = threadIdx.x & 31;
-  const int N = p.N;
-  const int top_k = min(p.top_k, min(kRouteMaxTopK, N));
-  const uint32_t key = lane < N ? detail::order_key(v) : 0u;
-  keys[lane] = key;
-  __syncwarp();
-  int rank = 0;
-#pragma unroll
-  for (int j4 = 0; j4 < 8; ++j4) {
-    const uint4 kk = reinterpret_cast<const uint4*>(keys)[j4];
-    const uint32_t ks[4] = {kk.x, kk.y, kk.z, kk.w};
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int j = 4 * j4 + e;
-      rank += (ks[e] > key || (ks[e] == key && j < lane)) ? 1 : 0;
-    }
-  }
-  if (rank < top_k) { selv[rank] = v; seli[rank] = lane; }
-  __syncwarp();
-  const bool mine = lane < top_k;
-  const float my_val = mine ? selv[lane] : 0.f;
-  const int my_id = mine ? seli[lane] : 0;
-  const float l0 = __shfl_sync(kAll, my_val, 0);
-  const float e = mine ? expf(my_val - l0) : 0.f;
-  float s = e;
-#pragma unroll
-  for (int off = 4; off > 0; off >>= 1) s += __shfl_xor_sync(kAll, s, off);
-  if (mine) {
-    const long long o = row * p.ldk + lane;
-    static_cast<float*>(p.weights)[o] = e / s;
-    static_cast<int*>(p.ids)[o] = min(max(my_id, 0), N - 1);
-  }
-}
+// The rank choice (N <= 32, lane = expert) is the library's select_rank1 (route.cuh), which this prototype's
+// select_rank32 became; the thirteenth session's and run 6 of the fifteenth were timed with that local copy, whose outputs it
+// gives bit for bit (gemvroute.py checks _s3 against _s1, the rounds, at every M).
 
 // kSelect: 0 logits only (no cluster), 1 gather + select_row (the library's rounds), 2 gather + the leader stores the logits (no choice),
-// 3 gather + select_rank32 (N <= 32)
+// 3 gather + select_rank1 (N <= 32)
 template <int kCS, int kRows, int kTokens, int kThreads, int kSelect>
 __device__ __forceinline__ void gemv_route(const RouteParams& p) {
   constexpr int kN = kCS * kRows;
@@ -184,7 +148,7 @@ __device__ __forceinline__ void gemv_route(const RouteParams& p) {
     }
     if constexpr (kSelect == 3) {
       for (int row = warp; row < toks; row += kWarps)
-        select_rank32(tile[row][lane < kN ? lane : 0], p, m0 + row, keys_s[warp], selv_s[warp], seli_s[warp]);
+        select_rank1(tile[row][lane < kN ? lane : 0], p, m0 + row, keys_s[warp], selv_s[warp], seli_s[warp]);
       return;
     }
     const int P = (N + 31) >> 5;
@@ -323,7 +287,7 @@ __device__ __forceinline__ void gemv_route_ldg(const RouteParams& p) {
     detail::mbarrier_wait<true>(detail::smem_addr(&recv_bar), 0);
     if constexpr (kSelect == 3) {
       for (int row = warp; row < toks; row += kWarps)
-        select_rank32(tile[row][lane < kN ? lane : 0], p, m0 + row, keys_s[warp], selv_s[warp], seli_s[warp]);
+        select_rank1(tile[row][lane < kN ? lane : 0], p, m0 + row, keys_s[warp], selv_s[warp], seli_s[warp]);
       return;
     }
     const int P = (N + 31) >> 5;
