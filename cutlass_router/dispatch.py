@@ -148,6 +148,14 @@ class RouteRung:
 _ROUTE_DEFAULT = ((32, RouteSpec(4, 8, 1, 1, 2)), (64, RouteSpec(8, 4, 1, 1, 2)), (128, RouteSpec(16, 2, 1, 1, 2)),
                   (256, RouteSpec(16, 1, 1, 1, 3)), (384, RouteSpec(8, 1, 3, 1, 2)))
 _ROUTE_FUSED_MAX_M = 64
+# ... and only where W is small: a fused kernel is one cluster (at most 16 SMs) streaming all of W, where router_gemm
+# spreads it over the GPU. Decode loop, H200, 2026-11-29 (notes/l2/untuned_default.py), fused against GEMM + select
+# at M = 1 / 16 / 64: Kimi-K2's 384 x 7168 (5.5 MB) 15.87 / 16.70 / 16.47 against 6.49 / 7.18 / 11.96 us; Qwen3-235B's
+# 128 x 4096 (1 MB) 5.97 / 6.41 / 8.74 against 4.87 / 5.24 / 8.30; Qwen3-30B's 128 x 2048 (512 KiB) 5.46 / 5.79 /
+# 7.75 against 4.63 / 5.10 / 6.33 (router_gemm + the Triton stand-in 5.25 / 5.78 / 7.12; run 9); Mixtral's 8 x 4096
+# (64 KB) fused 3.86 / 4.93 / 5.04 against router_gemm + Triton 4.31 / 4.68 / 7.45. gpt-oss-20b (184 KB) is tuned to
+# a fused kernel to M = 16, gpt-oss-120b (737 KB) to GEMM + select at every M.
+_ROUTE_FUSED_MAX_W = 256 * 1024  # bytes of bf16 W
 
 
 @lru_cache(maxsize=None)
@@ -155,15 +163,18 @@ def tuned_route_table(arch: str = ARCH) -> dict[tuple[int, int], tuple[RouteRung
     return {(s["N"], s["K"]): tuple(RouteRung(**r) for r in s["rungs"]) for s in _tuned_file(arch).get("route", [])}
 
 
-def default_route_ladder(N: int) -> tuple[RouteRung, ...]:
+def default_route_ladder(N: int, K: int = 0) -> tuple[RouteRung, ...]:
+    """An untuned shape's ladder: the fused kernel up to _ROUTE_FUSED_MAX_M where W (N x K) is at most
+    _ROUTE_FUSED_MAX_W bytes, GEMM + select above and for larger W. K = 0: the fused kernel whatever W's size."""
     fused = next((spec for n, spec in _ROUTE_DEFAULT if N <= n), None)
-    if fused is None:  # more experts than the kernels take: the torch path decides (plan.route)
+    # more experts than the kernels take (the torch path decides, plan.route), or a W one cluster streams slowly
+    if fused is None or 2 * N * K > _ROUTE_FUSED_MAX_W:
         return (RouteRung(1 << 62, GEMM_THEN_SELECT),)
     return RouteRung(_ROUTE_FUSED_MAX_M, fused.symbol), RouteRung(1 << 62, GEMM_THEN_SELECT)
 
 
 def route_ladder(N: int, K: int) -> tuple[RouteRung, ...]:
-    return tuned_route_table().get((N, K)) or default_route_ladder(N)
+    return tuned_route_table().get((N, K)) or default_route_ladder(N, K)
 
 
 def route_rung(N: int, K: int, M: int, one_launch: bool = False) -> RouteRung:

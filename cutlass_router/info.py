@@ -66,8 +66,9 @@ def report() -> str:
         for r in dispatch.route_ladder(N, K):
             span = f"> {low}" if r.max_m >= 1 << 62 else f"{low + 1}..{r.max_m}"
             if r.kernel == dispatch.GEMM_THEN_SELECT:
-                scoring, groups = model.route.get("scoring", "topk_softmax"), model.route.get("n_group", 1)
-                first, last = select_symbol(N, scoring, groups, low + 1), select_symbol(N, scoring, groups, r.max_m)
+                choice = (model.route.get("scoring", "topk_softmax"), model.route.get("n_group", 1))
+                sizes = (model.route.get("topk_group", 1), model.top_k)
+                first, last = select_symbol(N, *choice, low + 1, *sizes), select_symbol(N, *choice, r.max_m, *sizes)
                 what = f"the GEMM above, then {first} - {_say({origins[first]})}"
                 if last != first:  # the select kernel changes inside the rung (families/route.py: select_symbol)
                     what += f"; from M = {BLOCK_MAX_M + 1}: {last} - {_say({origins[last]})}"

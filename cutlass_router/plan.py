@@ -389,7 +389,7 @@ def _make_route(x, weight, bias, correction_bias, a: RouteArgs, invariant: bool,
             gemm_plan = gemm(x, weight, bias, torch.float32 if wide else torch.bfloat16, None, invariant)
             if gemm_plan.kernel is None:
                 return RoutePlan(a, None, None, gemm_plan.reason, invariant)
-            choice = fam.select_symbol(N, a.scoring, a.n_group, M)
+            choice = fam.select_symbol(N, a.scoring, a.n_group, M, a.topk_group, a.top_k)
         k = launch.load(choice)
     except (build.BuildError, launch.LaunchError, KeyError, OSError) as e:
         return RoutePlan(a, None, None, f"kernel {choice} unavailable: {e}", invariant)

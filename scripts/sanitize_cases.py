@@ -7,12 +7,14 @@ import sys
 import torch
 
 from cutlass_router import dispatch, manifest, norm, ops, plan, route
+from cutlass_router.families.route import FIXED_CHOICES
+from cutlass_router.models import MODELS
 from cutlass_router.routing_ref import select
 
 SHAPES = [(1, 32, 2880), (13, 60, 1000), (127, 128, 2880), (1000, 128, 2888)]
 NORM_ROWS = (1, 13, 300)  # rows of each RMSNorm kernel, at the largest K it takes and at one 24 below it
 ROUTE_SHAPES = [(1, 32, 2880), (5, 12, 1000), (13, 60, 1000), (64, 128, 2880), (3, 256, 7168), (7, 384, 2048),
-                (300, 128, 2880)]
+                (300, 128, 2880), (13, 256, 1024), (300, 32, 512), (300, 8, 512)]
 
 
 def gemm_case(sym, M, N, K) -> bool:
@@ -56,13 +58,29 @@ def route_case(sym, M, N, K) -> bool:
     w = (torch.randn(N, K, device="cuda") * K ** -0.5).to(torch.bfloat16)
     cb = torch.randn(N, device="cuda") * 0.1
     ok = True
-    for kw in (dict(scoring="topk_softmax"), dict(scoring="softmax_topk", renormalize=True),
-               dict(scoring="sigmoid", n_group=8 if N % 8 == 0 and (N // 8) % -(-N // 32) == 0 else 1,
-                    topk_group=4 if N % 8 == 0 and (N // 8) % -(-N // 32) == 0 else 1, correction_bias=cb,
-                    renormalize=True, routed_scaling_factor=2.5, logit_precision="fp32")):
-        r = route(x, w, None, min(8, N), logits_dtype=torch.float32, **kw)
+    grouped = N % 8 == 0 and N // 8 >= 2 and (N // 8) % -(-N // 32) == 0
+    cases = [(min(8, N), dict(scoring="topk_softmax"), torch.float32),
+             (min(8, N), dict(scoring="softmax_topk", renormalize=True), torch.float32),
+             (min(8, N), dict(scoring="sigmoid", n_group=8 if grouped else 1, topk_group=4 if grouped else 1,
+                              correction_bias=cb, renormalize=True, routed_scaling_factor=2.5,
+                              logit_precision="fp32"), torch.float32)]
+    # A known model's own choice and the other FIXED_CHOICES (their own select kernels, families/route.py:
+    # fixed_specs), on the logits dtype its GEMM writes: bf16 where the choice is made on bf16 logits.
+    for m in MODELS.values():
+        if m.experts == N:
+            fp32 = m.route.get("logit_precision") == "fp32"
+            kw = dict(m.route, correction_bias=cb) if m.route["scoring"] == "sigmoid" else dict(m.route)
+            cases.append((m.top_k, kw, torch.float32 if fp32 else torch.bfloat16))
+    for scoring, n, groups, topk_group, top_k in FIXED_CHOICES:
+        if n == N:
+            kw = dict(scoring=scoring, renormalize=scoring != "topk_softmax")
+            if scoring == "sigmoid":
+                kw.update(n_group=groups, topk_group=topk_group, correction_bias=cb, logit_precision="fp32")
+            cases.append((top_k, kw, torch.float32 if scoring == "sigmoid" else torch.bfloat16))
+    for top_k, kw, logits_dtype in cases:
+        r = route(x, w, None, top_k, logits_dtype=logits_dtype, **kw)
         cbias = kw.pop("correction_bias", None)
-        sw, si = select(r.logits, min(8, N), correction_bias=cbias, **kw)
+        sw, si = select(r.logits, top_k, correction_bias=cbias, **kw)
         ok &= torch.equal(r.ids.long(), si) and torch.allclose(r.weights, sw, rtol=1e-5, atol=1e-6)
     return ok
 

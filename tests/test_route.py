@@ -316,6 +316,64 @@ def test_a_select_spec_names_a_router_and_a_slot_count(kw):
         RouteSpec(**kw)
 
 
+def test_each_known_model_s_choice_has_its_own_select_kernel():
+    """fixed_specs: one select kernel per models.py choice, emitted, reachable and shipped-by-manifest, emitting
+    route_select_fixed with that choice's sizes; select_symbol takes it for exactly that choice (router, N, groups,
+    top_k) at every M, and another kernel for any other choice; a fixed kernel refuses another N."""
+    from cutlass_router import dispatch
+    from cutlass_router.families import route as fam
+    from cutlass_router.manifest import entries
+    from cutlass_router.models import MODELS
+
+    specs = fam.fixed_specs()
+    reachable, emitted = dispatch.reachable(), entries()
+    assert {"crt_route_select_topk_softmax_n32_k4", "crt_route_select_topk_softmax_n128_k4",
+            "crt_route_select_sigmoid_n256_g8_tg4_k8", "crt_route_select_sigmoid_n384_k8"} <= {s.symbol for s in specs}
+    for choice in fam.FIXED_CHOICES:  # the Hugging Face patch's other families
+        symbol = fam.fixed_symbol(*choice[1:2], choice[0], *choice[2:])
+        assert symbol in reachable and symbol in emitted and emitted[symbol].config["n"] == choice[1], choice
+    for m in MODELS.values():
+        r = m.route
+        groups, tg = (r.get("n_group", 1), r.get("topk_group", 1)) if r["scoring"] == "sigmoid" else (1, 1)
+        symbol = fam.fixed_symbol(m.experts, r["scoring"], groups, tg, m.top_k)
+        spec = next(s for s in specs if s.symbol == symbol)
+        assert symbol in reachable and symbol in emitted, symbol
+        e = emitted[symbol]
+        assert e.config["fixed"] and e.config["select_only"] and e.config["mode"] == r["scoring"]
+        assert f"route_select_fixed<{fam.MODES[r['scoring']]}, {m.experts}, {groups}, {tg}, {m.top_k}>" in spec.emit()
+        M = fam.BLOCK_MAX_M + 1
+        assert fam.select_symbol(m.experts, r["scoring"], groups, M, tg, m.top_k) == symbol
+        assert fam.blocker(e, 4096, m.experts) is None and fam.blocker(e, 1, m.experts - 1)
+        # another top_k, N or group shape: the runtime-sized kernel
+        other = fam.warp_select_symbol(m.experts, r["scoring"])
+        assert fam.select_symbol(m.experts, r["scoring"], groups, M, tg, m.top_k - 1) == other
+        assert fam.select_symbol(m.experts, r["scoring"], groups, M, tg) == other  # top_k not given
+        c = fam.route_consts(e, M=M, N=m.experts, K=0, ldx=0, ldw=0, top_k=m.top_k, mode=fam.MODES[r["scoring"]],
+                             flags=0, n_group=groups, topk_group=tg, scale=1.0)
+        rows = fam.select_rows(r["scoring"], M, m.experts)
+        assert c.block == 32 * rows <= e.launch["block_threads"] and c.grid == (-(-M // rows), 1, 1)
+    assert fam.select_symbol(256, "sigmoid", 8, fam.BLOCK_MAX_M + 1, 2, 8) == fam.warp_select_symbol(256, "sigmoid")
+    # a softmax router ignores the group arguments: gpt-oss's kernel whatever n_group says
+    assert fam.select_symbol(32, "topk_softmax", 4, 300, 2, 4) == "crt_route_select_topk_softmax_n32_k4"
+    # DeepSeek-V3 at decode sizes too: its own kernel before the row-per-CTA one, which other choices keep
+    assert fam.select_symbol(256, "sigmoid", 8, 1, 4, 8) == "crt_route_select_sigmoid_n256_g8_tg4_k8"
+    assert fam.select_symbol(256, "sigmoid", 8, 1, 4, 6) == fam.BLOCK_SPEC.symbol
+
+
+@pytest.mark.parametrize("kw", [dict(mode="top2", n=32, top_k=4), dict(mode="sigmoid", n=0, top_k=1),
+                                dict(mode="sigmoid", n=385, top_k=8), dict(mode="topk_softmax", n=4, top_k=5),
+                                dict(mode="topk_softmax", n=32, top_k=9), dict(mode="topk_softmax", n=32, groups=2,
+                                                                               top_k=4),
+                                dict(mode="sigmoid", n=256, groups=3, top_k=8),
+                                dict(mode="sigmoid", n=256, groups=8, topk_group=9, top_k=8),
+                                dict(mode="sigmoid", n=100, groups=4, topk_group=2, top_k=8)])
+def test_a_fixed_select_spec_refuses_a_choice_the_kernels_cannot_make(kw):
+    from cutlass_router.families.route import FixedSelectSpec
+
+    with pytest.raises(ValueError, match="a fixed select kernel needs"):
+        FixedSelectSpec(**kw)
+
+
 def test_a_cuda_call_outside_graph_capture_asks_for_one_launch(monkeypatch):
     """Eager (and torch.compile without graphs) the host's cost bounds a decode-size call: route asks for a fused
     kernel there; inside CUDA-graph capture it takes the tuned table's choice unless out= asks for no allocation.
@@ -448,3 +506,20 @@ def test_route_pdl_default_comes_from_the_table_unless_the_caller_or_the_environ
     assert given == [None, True, False, False, None]
     with pytest.raises(TypeError, match="pdl"):
         ops._route(x, w, None, None, a, None, "no", None)
+
+
+def test_an_untuned_shape_takes_a_fused_kernel_only_where_w_is_small():
+    """dispatch.default_route_ladder: one cluster streaming all of W is slower than router_gemm + the select kernel
+    once W passes _ROUTE_FUSED_MAX_W (notes/l2/untuned_default.py), so an untuned shape takes the fused kernel at
+    decode sizes only for a small W; a call outside graph capture (one launch) keeps its fused kernel."""
+    from cutlass_router import dispatch
+
+    G = dispatch.GEMM_THEN_SELECT
+    small = dispatch.route_ladder(8, 4096)  # Mixtral: 64 KB
+    assert small[0].kernel != G and small[0].max_m == dispatch._ROUTE_FUSED_MAX_M and small[-1].kernel == G
+    for N, K in ((384, 7168), (128, 4096), (128, 2048)):  # Kimi-K2, Qwen3-235B, Qwen3-30B: 5.5 MB to 512 KiB
+        assert (N, K) not in dispatch.tuned_route_table()
+        assert 2 * N * K > dispatch._ROUTE_FUSED_MAX_W and dispatch.route_ladder(N, K) == (dispatch.RouteRung(1 << 62, G),)
+        assert dispatch.choose_route(N, K, 1) == G
+        assert dispatch.choose_route(N, K, 1, one_launch=True) != G  # eager: one launch
+    assert dispatch.default_route_ladder(384)[0].kernel != G  # K unknown: the fused kernel

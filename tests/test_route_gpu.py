@@ -10,6 +10,7 @@ import torch
 from conftest import replay_under_memory_traffic
 from cutlass_router import dispatch, manifest, ops, plan, route
 from cutlass_router.families import route as fam
+from cutlass_router.models import MODELS
 from cutlass_router.routing_ref import select
 
 pytestmark = pytest.mark.gpu
@@ -210,11 +211,13 @@ def test_choice_ranks_ties_and_the_fallback(N, path, force_route):
 
 @pytest.mark.parametrize("N,n_group,topk_group", [(256, 8, 4), (256, 4, 2), (256, 2, 1), (128, 2, 1), (64, 4, 2),
                                                   (32, 16, 4), (384, 1, 1), (33, 1, 1), (8, 2, 1)])
-def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group, force_route):
+def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group, force_route, monkeypatch):
     """The sigmoid router's row-per-CTA select kernel (M <= BLOCK_MAX_M) against the reference and against the
     warp-per-row kernel (M above): groups inside a warp (gs = 2, 4, 16, 32), whole warps (gs = 64, 128), none; N
     not a multiple of 32; ties (logits drawn from a few values) and fresh random rows. GEMM + select forced (these
-    untuned shapes would take a fused kernel at decode sizes)."""
+    untuned shapes would take a fused kernel at decode sizes); a known model's own kernel set aside (DeepSeek-V3's
+    choice is (256, 8, 4), top 8: test_a_model_s_own_select_kernel_equals_the_runtime_sized_one)."""
+    monkeypatch.setattr(fam, "fixed_symbol", lambda *a: None)
     force_route(dispatch.GEMM_THEN_SELECT)
     top_k = min(8, topk_group * (N // n_group))
     g = torch.Generator(device="cuda").manual_seed(N + n_group)
@@ -239,6 +242,63 @@ def test_sigmoid_row_per_cta_kernel_every_group_shape(N, n_group, topk_group, fo
         want = fam.BLOCK_SPEC.symbol if M <= fam.BLOCK_MAX_M and fam.block_select_ok(N, n_group) else \
             fam.warp_select_symbol(N, "sigmoid")
         assert p.kernel.entry.symbol == want, (M, p.kernel.entry.symbol)
+
+
+@pytest.mark.parametrize("spec", fam.fixed_specs(), ids=lambda s: s.symbol)
+def test_a_model_s_own_select_kernel_equals_the_runtime_sized_one(spec, force_route, monkeypatch):
+    """Each model's select kernel (families/route.py: fixed_specs; sizes fixed at compile time, 8/16-byte loads, the
+    sigmoid's values computed side by side) on route's GEMM + select path, at M = 9 ... 4096: the reference on the
+    kernel's own logits (ids exactly, ties included; weights 1e-6), and bit for bit the runtime-sized kernel it
+    replaces. Rows with ties (a repeated expert), NaN, +inf, and logits of a few hundred (the sigmoid's reciprocal
+    slow path below -87.3); the logits in a contiguous out= buffer (the vector loads) and in one whose rows start 2
+    or 4 bytes into a padded row (the scalar loads). The models' own arguments where models.py has the model."""
+    N, K, top_k, sigmoid = spec.n, 256, spec.top_k, spec.mode == "sigmoid"
+    known = [m for m in MODELS.values() if fam.fixed_symbol(m.experts, m.route["scoring"], m.route.get("n_group", 1),
+                                                            m.route.get("topk_group", 1), m.top_k) == spec.symbol]
+    r = known[0].route if known else dict(
+        scoring=spec.mode, **(dict(n_group=spec.groups, topk_group=spec.topk_group, renormalize=True,
+                                   routed_scaling_factor=2.5, logit_precision="fp32") if sigmoid else
+                              dict(renormalize=True) if spec.mode == "softmax_topk" else {}))
+    bias = known[0].bias if known else not sigmoid
+    groups, tg = (spec.groups, spec.topk_group) if sigmoid else (1, 1)
+    ldt = torch.float32 if r.get("logit_precision") == "fp32" else BF16
+    force_route(dispatch.GEMM_THEN_SELECT)
+    for M in (9, 13, 300, 1000, 4096):
+        x, w, b, cb = inputs(M, N, K, seed=M + N, bias=bias)
+        x[: M // 8] *= 300.0  # logits of a few hundred: saturated scores, the slow path
+        x[1] = x[0]
+        w[5] = w[4]  # experts 4 and 5 tie in every row
+        x[2, :5] = float("nan")
+        x[3, 0] = float("inf")
+        kw = dict(r, correction_bias=cb) if sigmoid else dict(r)
+        runs = {}
+        for fixed in (True, False):
+            with monkeypatch.context() as mp:
+                if not fixed:
+                    mp.setattr(fam, "fixed_symbol", lambda *a: None)
+                plan.clear()
+                for padded in (False, True):
+                    lg = torch.full((M, N + 1), float("nan"), device="cuda", dtype=ldt)
+                    lg = lg[:, 1:] if padded else lg[:, :N].contiguous()
+                    wt = torch.full((M, top_k), float("nan"), device="cuda")
+                    ids = torch.full((M, top_k), -1, device="cuda", dtype=torch.int32)
+                    route(x, w, b, top_k, out=(wt, ids, lg), **kw)
+                    a = plan.RouteArgs(top_k, r["scoring"], r.get("renormalize", False), groups, tg,
+                                       r.get("routed_scaling_factor", 1.0), r.get("logit_precision", "bf16"), ldt,
+                                       torch.float32, torch.int32)
+                    ran = plan.route(x, w, b, cb if sigmoid else None, a, False).kernel.entry.symbol
+                    assert (ran == spec.symbol) == fixed, (M, ran)
+                    runs[fixed, padded] = (wt, ids)
+                    assert ((ids >= 0) & (ids < N)).all(), (M, padded)
+                    sel = {k: v for k, v in kw.items() if k != "correction_bias"}
+                    rw, ri = select(lg.float(), top_k, correction_bias=cb if sigmoid else None, **sel)
+                    assert torch.equal(ids.long(), ri), (M, padded, (ids.long() != ri).nonzero()[:4])
+                    close = torch.isclose(wt, rw, rtol=1e-6, atol=1e-7) | (wt.isnan() & rw.isnan())
+                    assert close.all(), (M, padded)
+        for padded in (False, True):
+            (wf, idf), (wr, idr) = runs[True, padded], runs[False, padded]
+            assert torch.equal(idf, idr) and torch.equal(wf.view(torch.int32), wr.view(torch.int32)), (M, padded)
+    plan.clear()
 
 
 def test_cuda_graph_replay_with_a_pdl_consumer_under_memory_traffic(monkeypatch):

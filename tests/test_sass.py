@@ -16,7 +16,7 @@ SHIPPED = sorted(dispatch.reachable())
 # for the route kernels the warp reductions of the expert choice (redux.sync; the GEMV route kernel also the rank
 # choice's 16-byte key reads from shared memory, route.cuh select_rank1), or for the row-per-CTA select kernel its
 # rank shuffles and block barriers; the RMSNorm kernels their 16-byte weight loads (read-only path), the sum's
-# shuffle tree and 16-byte stores.
+# shuffle tree and 16-byte stores; a known model's select kernel its 16-byte logit loads where a lane holds 4 or 8.
 WANT = {"splitk_mma": ("HMMA.16816.F32.BF16",), "gemv": ("FFMA", "LDG.E.128.CONSTANT"), "cutlass_sm90": ("HGMMA.",),
         "route": ("HMMA.16816.F32.BF16", "REDUX"), "route_gemv": ("FFMA", "LDG.E.128.CONSTANT", "REDUX", "LDS.128"),
         "route_select": ("REDUX",),
@@ -57,6 +57,8 @@ def _check_sass(symbol: str, cubin) -> None:
             else "route_gemv" if e.config.get("gemv") else e.family)
     for want in WANT[kind]:
         assert want in sass, f"{symbol}: no {want} in its SASS"
+    if e.config.get("fixed") and e.config["slots"] % 4 == 0:  # a model's select kernel: a lane's logits in 16 bytes
+        assert "LDG.E.128" in sass, f"{symbol}: no 16-byte logit loads in its SASS"
     assert not opcodes(sass) & {"LDL", "STL"}, f"{symbol}: local-memory loads/stores in SASS"
 
 

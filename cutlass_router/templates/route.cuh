@@ -14,8 +14,9 @@
 // logits if asked, and selects: a warp per token. A row's bits depend on K and the template arguments only,
 // never on M.
 // Select kernels route_select_mode<kMode, kSlots>: one router (RouteParams::mode) and N <= 32 kSlots; a warp per
-// row, as many rows per CTA as the launch gives it warps (1 to 8: families/route.py, select_rows). For the sigmoid
-// router at decode sizes, route_select_block: a row per CTA, an expert per thread.
+// row, as many rows per CTA as the launch gives it warps (1 to 8: families/route.py, select_rows). A known model's
+// route_select_fixed<kMode, kN, kGroups, kTopkGroup, kTopK>: the same with its choice's sizes fixed at compile time.
+// For other sigmoid choices at decode sizes, route_select_block: a row per CTA, an expert per thread.
 //
 // Selection inside a warp: lane l holds the P = ceil(N / 32) contiguous experts [lP, lP + P) in registers.
 // Each of top_k rounds: every lane takes its best (key, id), the warp takes the largest key and, among lanes
@@ -28,7 +29,8 @@
 //     cudaFuncAttributeNonPortableClusterSizeAllowed), G <= kMaxGroups below (N <= 16E * kMaxGroups),
 //     block 32 * kWarps threads, no dynamic shared memory, ceil(M / 8T) <= 65535;
 //   select: grid (ceil(M / R), 1, 1), block 32 R threads (1 <= R <= 8), no dynamic shared memory, p.mode == kMode and
-//     N <= 32 kSlots (else the kernel traps);
+//     N <= 32 kSlots (else the kernel traps); a fixed select kernel: p.mode, N, top_k (and for the sigmoid router
+//     n_group, topk_group) equal to its own (else it traps);
 //   select, row per CTA (route_select_block, sigmoid only): grid (M, 1, 1), block 32 ceil(N / 32) threads, p.mode
 //     sigmoid (else it traps); groups of gs = N / n_group experts with gs | 32 or 32 | gs;
 //   sigmoid mode: n_group divides N, 1 <= topk_group <= n_group <= 32, and when n_group > 1,
@@ -92,6 +94,36 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 }
 
 __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// nvcc's test for its reciprocal's slow path: an exponent field of 0 (zero, subnormal) or >= 253 (2^126 and up,
+// inf, NaN).
+__device__ __forceinline__ bool rcp_slow(float d) {
+  return ((__float_as_uint(d) + 0x1800000u) & 0x7F800000u) <= 0x1FFFFFFu;
+}
+
+// The sigmoid of n values, 1 / (1 + expf(-v)) as torch computes it (IEEE reciprocal), each bit for bit. nvcc's
+// reciprocal branches to its slow path per value (rcp_slow), which kept the n sigmoids one after another; here
+// every value takes the same fast path (MUFU.RCP and one Newton step, nvcc's own) side by side, and only a row
+// holding such a denominator (v < -87.3, or NaN) redoes those values with the division.
+// notes/l2/select_fixed.py checks all 2^32 inputs against the division.
+template <int n>
+__device__ __forceinline__ void sigmoid_rn(const float (&v)[n], float (&s)[n]) {
+  float d[n];
+  bool slow = false;
+#pragma unroll
+  for (int i = 0; i < n; ++i) {
+    d[i] = 1.0f + expf(-v[i]);
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(d[i]));
+    s[i] = __fmaf_rn(y, __fmaf_rn(-d[i], y, 1.0f), y);
+    slow |= rcp_slow(d[i]);
+  }
+  if (slow) {
+#pragma unroll
+    for (int i = 0; i < n; ++i)
+      if (rcp_slow(d[i])) s[i] = 1.0f / d[i];
+  }
+}
 
 // Top-2 (by order_key) of a multiset, as keys and values; keys 0 are empty slots.
 struct Top2 {
@@ -180,7 +212,27 @@ __device__ __forceinline__ void store_choice(const RouteParams& p, long long row
 //   cb[i]: sigmoid mode's correction sel_bias[lane * P + i] (0 if none); ignored in the other modes
 // Writes weights[row * ldk + j] and ids[row * ldk + j] for j < top_k, in selection order.
 // kMode: the router, fixed at compile time (the select kernels), or -1: p.mode at run time (the fused kernels).
-template <int kMaxP, int kMode = -1>
+// Shape<kN, kGroups, kTopkGroup, kTopK, kUnrollRounds>: the choice's sizes fixed at compile time (a model's own
+// select kernel; its top_k rounds unrolled unless kUnrollRounds is false), or kN = 0: p.N, p.n_group, p.topk_group,
+// p.top_k at run time.
+template <int kN = 0, int kGroups = 0, int kTopkGroup = 0, int kTopK = 0, bool kUnrollRounds = true>
+struct Shape {
+  static constexpr bool kFixed = kN > 0;
+  static constexpr int kFixedN = kN;
+  static constexpr bool kUnroll = kFixed && kUnrollRounds;  // the top_k rounds unrolled
+  static_assert(kN == 0 || (kN <= kRouteMaxExperts && kGroups >= 1 && kN % kGroups == 0 && kTopkGroup >= 1 &&
+                            kTopkGroup <= kGroups && kTopK >= 1 && kTopK <= kRouteMaxTopK && kTopK <= kN),
+                "a fixed shape needs N, n_group | N, 1 <= topk_group <= n_group and 1 <= top_k <= min(8, N)");
+  __device__ __forceinline__ static int N(const RouteParams& p) { return kN ? kN : p.N; }
+  __device__ __forceinline__ static int n_group(const RouteParams& p) { return kN ? kGroups : p.n_group; }
+  __device__ __forceinline__ static int topk_group(const RouteParams& p) { return kN ? kTopkGroup : p.topk_group; }
+  // the host guarantees p.top_k <= min(8, N)
+  __device__ __forceinline__ static int top_k(const RouteParams& p) {
+    return kN ? kTopK : min(p.top_k, min(kRouteMaxTopK, p.N));
+  }
+};
+
+template <int kMaxP, int kMode = -1, class S = Shape<>>
 __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float (&cb)[kMaxP], int P,
                                            const RouteParams& p, long long row) {
   static_assert(kMaxP >= 1 && kMaxP <= kRouteMaxPerLane, "at most 384 experts");
@@ -188,8 +240,9 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
   constexpr unsigned kAll = 0xFFFFFFFFu;
   const int mode = kMode >= 0 ? kMode : p.mode;
   const int lane = threadIdx.x & 31;
-  const int N = p.N;
-  const int top_k = min(p.top_k, min(kRouteMaxTopK, N));  // the host guarantees p.top_k <= min(8, N)
+  const int N = S::N(p);
+  const int top_k = S::top_k(p);
+  const int n_group = S::n_group(p);
   const int base = lane * P;
 
   uint32_t key[kMaxP];  // selection key, 0 = removed or not an expert
@@ -197,16 +250,13 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
   float mx = 0.f, sum = 0.f;  // softmax_topk: max and sum of exp over all N
   if (mode == kModeSigmoid) {
     float c[kMaxP];
+    detail::sigmoid_rn(v, val);
 #pragma unroll
-    for (int i = 0; i < kMaxP; ++i) {
-      const float s = 1.0f / (1.0f + expf(-v[i]));
-      val[i] = s;
-      c[i] = s + cb[i];
-    }
-    if (p.n_group > 1) {
+    for (int i = 0; i < kMaxP; ++i) c[i] = val[i] + cb[i];
+    if (n_group > 1) {
       // Group g holds experts [g * gs, (g + 1) * gs), gs a multiple of P: lanes [g * L, (g + 1) * L), L = gs / P.
       // Group score: the sum of its two largest choice values (NaN largest, as torch.topk).
-      const int gs = N / p.n_group;
+      const int gs = N / n_group;
       const int L = max(gs / P, 1);
       const int gl = lane % L;
       detail::Top2 t{0u, 0u, 0.f, 0.f};
@@ -227,17 +277,17 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
       }
       const float score = gs >= 2 ? t.f1 + t.f2 : t.f1;  // at the group's first lane
       // Lane g < n_group takes group g's score; keep the topk_group best groups (ties -> lower group id).
-      const float gscore = __shfl_sync(kAll, score, lane < p.n_group ? lane * L : 0);
-      const uint32_t gkey = lane < p.n_group ? detail::order_key(gscore) : 0u;
+      const float gscore = __shfl_sync(kAll, score, lane < n_group ? lane * L : 0);
+      const uint32_t gkey = lane < n_group ? detail::order_key(gscore) : 0u;
       // A group's rank: how many groups beat it (n_group independent shuffles, where topk_group rounds of
       // arg-max were a chain of 2 topk_group reductions); the topk_group best are kept, as those rounds kept them.
       int grank = 0;
 #pragma unroll
       for (int j = 0; j < 32; ++j) {
-        if (j >= p.n_group) break;  // uniform: the shuffles stay convergent
+        if (j >= n_group) break;  // uniform: the shuffles stay convergent
         grank += detail::beats(__shfl_sync(kAll, gkey, j), j, gkey, lane) ? 1 : 0;
       }
-      const uint32_t kept = __ballot_sync(kAll, lane < p.n_group && grank < p.topk_group);
+      const uint32_t kept = __ballot_sync(kAll, lane < n_group && grank < S::topk_group(p));
       if (!((kept >> min(lane / L, 31)) & 1u)) {
         // As transformers' DeepseekV3TopkRouter (5.x) and routing_ref.py: the other groups' choice values are
         // masked with -inf, so they rank below every kept expert (but stay selectable, so ids stay distinct).
@@ -285,11 +335,12 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
         const int j = si[i]; si[i] = si[i + 1]; si[i + 1] = j;
       }
 
-  // top_k rounds; lane j keeps the j-th choice. Not unrolled: in a decode step the kernel's code is cold (the
-  // layers' weights stream through L2 between two routings), and a rolled round is fetched once, not top_k times.
+  // top_k rounds; lane j keeps the j-th choice. Rolled where top_k is a run-time value: in a decode step the code is
+  // cold (the layers' weights stream through L2 between two routings), and a rolled round is fetched once, not top_k
+  // times. A model's kernel unrolls them: measured faster at every M against its rolled twin except DeepSeek-V3 at
+  // M = 1024 (0.09 us; notes/l2/select_fixed.py, sixteenth session).
   int my_id = 0;
-#pragma unroll 1
-  for (int r = 0; r < top_k; ++r) {
+  auto round = [&](int r) {
     // A lane with nothing left (head key 0) never wins: every expert < N has a key > 0 and top_k <= N.
     const uint32_t bk = sk[0];
     const uint32_t bi = static_cast<uint32_t>(base + si[0]);
@@ -301,6 +352,13 @@ __device__ __forceinline__ void select_row(const float (&v)[kMaxP], const float 
       sk[kMaxP - 1] = 0u;
     }
     if (lane == r) my_id = static_cast<int>(win);
+  };
+  if constexpr (S::kUnroll) {
+#pragma unroll
+    for (int r = 0; r < top_k; ++r) round(r);
+  } else {
+#pragma unroll 1
+    for (int r = 0; r < top_k; ++r) round(r);
   }
   // Each choice's value from the lane that holds it: kMaxP independent shuffles, after the rounds.
   float my_val = 0.f;
@@ -663,25 +721,39 @@ __device__ __forceinline__ void route_gemv(const RouteParams& p) {
 // Select-only: logits_in [M, ldi] (bias included) -> weights, ids. A warp per row, blockDim.x / 32 rows per CTA:
 // the host picks the CTA shape per call (families/route.py: select_rows). Sized for the slots a lane needs
 // (P = ceil(N / 32)), so N <= 128 scans 4 slots per round, not 12. kMode: the router.
-template <int kMaxP, int kMode>
+template <int kMaxP, int kMode, class S = Shape<>>
 __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   static_assert(kMode >= 0, "a select kernel has one router");
   const int lane = threadIdx.x & 31;
   const long long row = static_cast<long long>(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
-  const int N = p.N;
+  const int N = S::N(p);
   const int P = (N + 31) >> 5;
   constexpr bool sigmoid = kMode == kModeSigmoid;
   // The correction is a parameter, not the previous kernel's output: load it before the wait.
   float cb[kMaxP];
+  const float* cbp = p.sel_bias + lane * P;
+  if constexpr (sigmoid && S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
+    // A model's kernel: every slot an expert, the lane's P corrections in 16-byte loads where aligned.
+    const bool vec = (reinterpret_cast<uintptr_t>(cbp) & 15u) == 0;
 #pragma unroll
-  for (int i = 0; i < kMaxP; ++i) {
-    const int n = lane * P + i;
-    cb[i] = (sigmoid && p.sel_bias != nullptr && i < P && n < N) ? p.sel_bias[n] : 0.f;
+    for (int i = 0; i < kMaxP; i += 4) {
+      float4 q = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (p.sel_bias != nullptr && vec) q = *reinterpret_cast<const float4*>(cbp + i);
+      else if (p.sel_bias != nullptr) q = make_float4(cbp[i], cbp[i + 1], cbp[i + 2], cbp[i + 3]);
+      cb[i] = q.x; cb[i + 1] = q.y; cb[i + 2] = q.z; cb[i + 3] = q.w;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kMaxP; ++i) {
+      const int n = lane * P + i;
+      cb[i] = (sigmoid && p.sel_bias != nullptr && i < P && n < N) ? cbp[i] : 0.f;
+    }
   }
   asm volatile("griddepcontrol.wait;" ::: "memory");  // the logits come from the previous kernel
   if (row >= p.M) return;  // no barrier in this kernel
   const bool in_f32 = (p.flags & kInputF32) != 0;
-  const bool sel_bf16 = (p.flags & kSelectBf16) != 0;
+  // Rounding to bf16 changes fp32 logits only: bf16 ones are already bf16 values.
+  const bool sel_bf16 = in_f32 && (p.flags & kSelectBf16) != 0;
   // Every slot's load is issued before any is used: one branch on the input dtype around all of them, each load
   // predicated. A branch per slot (dtype and bounds) kept each load in its own block, used at once: P dependent
   // L2 round trips per row (SASS of the p4 and p8 kernels up to 2026-11-29).
@@ -689,18 +761,58 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   const long long o = row * p.ldi + lane * P;
   if (in_f32) {
     const float* src = static_cast<const float*>(p.logits_in) + o;
+    if constexpr (S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
+      // A model's kernel: every slot an expert, the lane's P floats in P / 4 16-byte loads where the row allows.
+      if ((reinterpret_cast<uintptr_t>(src) & 15u) == 0) {
 #pragma unroll
-    for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? src[i] : 0.f;
+        for (int i = 0; i < kMaxP; i += 4) {
+          const float4 q = *reinterpret_cast<const float4*>(src + i);
+          v[i] = q.x; v[i + 1] = q.y; v[i + 2] = q.z; v[i + 3] = q.w;
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < kMaxP; ++i) v[i] = src[i];
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? src[i] : 0.f;
+    }
   } else {
     const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(p.logits_in) + o;
+    if constexpr (S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
+      // A model's kernel: every slot an expert, the lane's P bf16 in 8- or 16-byte loads where the row allows.
+      constexpr int kVec = kMaxP % 8 == 0 ? 8 : 4;
+      if ((reinterpret_cast<uintptr_t>(src) & (2 * kVec - 1)) == 0) {
 #pragma unroll
-    for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? __bfloat162float(src[i]) : 0.f;
+        for (int i = 0; i < kMaxP; i += kVec) {
+          uint32_t w[kVec / 2];
+          if constexpr (kVec == 8) {
+            const uint4 q = *reinterpret_cast<const uint4*>(src + i);
+            w[0] = q.x; w[1] = q.y; w[2] = q.z; w[3] = q.w;
+          } else {
+            const uint2 q = *reinterpret_cast<const uint2*>(src + i);
+            w[0] = q.x; w[1] = q.y;
+          }
+#pragma unroll
+          for (int j = 0; j < kVec / 2; ++j) {
+            v[i + 2 * j] = __uint_as_float(w[j] << 16);
+            v[i + 2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < kMaxP; ++i) v[i] = __bfloat162float(src[i]);
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? __bfloat162float(src[i]) : 0.f;
+    }
   }
   if (sel_bf16) {
 #pragma unroll
     for (int i = 0; i < kMaxP; ++i) v[i] = detail::round_bf16(v[i]);
   }
-  select_row<kMaxP, kMode>(v, cb, P, p, row);
+  select_row<kMaxP, kMode, S>(v, cb, P, p, row);
 }
 
 // Select-only for the sigmoid router, one row per CTA, one expert per thread (blockDim.x = 32 ceil(N / 32), N <=
@@ -836,6 +948,18 @@ __device__ __forceinline__ void route_select_mode(const RouteParams& p) {
   route_select_p<kSlots, kMode>(p);
 }
 
+// One model's choice (router, N, n_group, topk_group, top_k fixed at compile time): no bounds or size tests, the
+// rounds unrolled, 16-byte loads. A launch with other sizes is a host bug: fail loudly.
+template <int kMode, int kN, int kGroups, int kTopkGroup, int kTopK, bool kUnrollRounds = true>
+__device__ __forceinline__ void route_select_fixed(const RouteParams& p) {
+  using S = Shape<kN, kGroups, kTopkGroup, kTopK, kUnrollRounds>;
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  if (p.mode != kMode || p.N != kN || p.top_k != kTopK ||
+      (kMode == kModeSigmoid && (p.n_group != kGroups || p.topk_group != kTopkGroup)))
+    __trap();
+  route_select_p<(kN + 31) / 32, kMode, S>(p);
+}
+
 }  // namespace cutlass_router
 
 // The entry points the project emits (families/route.py), as compiled in testing (notes/route-kernel/):
@@ -848,6 +972,11 @@ __device__ __forceinline__ void route_select_mode(const RouteParams& p) {
 // extern "C" __global__ void __launch_bounds__(256)   // 32 to 256 threads a launch
 // crt_route_select_{mode}_p{P}(const __grid_constant__ cutlass_router::RouteParams params) {
 //   cutlass_router::route_select_mode<MODE, P>(params);
+// }
+//
+// extern "C" __global__ void __launch_bounds__(256)   // 32 to 256 threads a launch
+// crt_route_select_{mode}_n{N}[_g{G}_tg{TG}]_k{K}(const __grid_constant__ cutlass_router::RouteParams params) {
+//   cutlass_router::route_select_fixed<MODE, N, G, TG, K>(params);
 // }
 //
 // extern "C" __global__ void __launch_bounds__(384)   // 32 ceil(N / 32) threads a launch, a row per CTA
