@@ -519,7 +519,8 @@ def test_an_untuned_shape_takes_a_fused_kernel_only_where_w_is_small():
     assert small[0].kernel != G and small[0].max_m == dispatch._ROUTE_FUSED_MAX_M and small[-1].kernel == G
     for N, K in ((384, 7168), (128, 4096), (128, 2048)):  # Kimi-K2, Qwen3-235B, Qwen3-30B: 5.5 MB to 512 KiB
         assert (N, K) not in dispatch.tuned_route_table()
-        assert 2 * N * K > dispatch._ROUTE_FUSED_MAX_W and dispatch.route_ladder(N, K) == (dispatch.RouteRung(1 << 62, G),)
+        assert 2 * N * K > dispatch._ROUTE_FUSED_MAX_W
+        assert dispatch.route_ladder(N, K) == (dispatch.RouteRung(1 << 62, G),)
         assert dispatch.choose_route(N, K, 1) == G
         assert dispatch.choose_route(N, K, 1, one_launch=True) != G  # eager: one launch
     assert dispatch.default_route_ladder(384)[0].kernel != G  # K unknown: the fused kernel

@@ -231,7 +231,8 @@ def select_rows(mode: str, M: int, N: int) -> int:
 def select_specs() -> list:
     """Every select kernel: one per router and slot count, the sigmoid router's row-per-CTA kernel, and one per
     known model's choice (fixed_specs)."""
-    return [RouteSpec(select_only=True, mode=m, slots=s) for m in MODES for s in SLOTS] + [BLOCK_SPEC] + list(fixed_specs())
+    return ([RouteSpec(select_only=True, mode=m, slots=s) for m in MODES for s in SLOTS] + [BLOCK_SPEC]
+            + list(fixed_specs()))
 
 
 def block_select_ok(N: int, n_group: int) -> bool:

@@ -55,8 +55,9 @@ def main():
         dtype = torch.float32 if fp32 else None
         for M in (1, 16, 256, 1024, 4096):
             loop = DecodeLoop(N, K, M, with_bias=bias)
-            rows = {"router_gemm": lambda i, x, w, b: cutlass_router.router_gemm(x, w, b, out_dtype=dtype),
-                    "router_gemm+triton": lambda i, x, w, b: triton(cutlass_router.router_gemm(x, w, b, out_dtype=dtype))}
+            def gemm(i, x, w, b):
+                return cutlass_router.router_gemm(x, w, b, out_dtype=dtype)
+            rows = {"router_gemm": gemm, "router_gemm+triton": lambda i, x, w, b: triton(gemm(i, x, w, b))}
             for label, fixed in (("route (own select)", True), ("route (runtime-sized select)", False)):
                 rows[label] = (lambda fixed: lambda i, x, w, b: (use(fixed), cutlass_router.route(
                     x, w, b, top_k=top_k, **kw))[1])(fixed)

@@ -63,8 +63,9 @@ def main():
         print(name, [r.kernel for r in dispatch.route_ladder(N, K)], flush=True)
         for M in (1, 16, 64):
             loop = DecodeLoop(N, K, M, with_bias=False)
-            rows = {"router_gemm": lambda i, x, w, b: cutlass_router.router_gemm(x, w, b, out_dtype=dtype),
-                    "router_gemm+triton": lambda i, x, w, b: triton(cutlass_router.router_gemm(x, w, b, out_dtype=dtype))}
+            def gemm(i, x, w, b):
+                return cutlass_router.router_gemm(x, w, b, out_dtype=dtype)
+            rows = {"router_gemm": gemm, "router_gemm+triton": lambda i, x, w, b: triton(gemm(i, x, w, b))}
             for how in ("ladder", "fused"):
                 rows[f"route ({how})"] = (lambda how: lambda i, x, w, b: (use(how), cutlass_router.route(
                     x, w, b, top_k=top_k, **kw))[1])(how)
