@@ -7,8 +7,7 @@ import sys
 import torch
 
 from cutlass_router import dispatch, manifest, norm, ops, plan, route
-from cutlass_router.families.route import FIXED_CHOICES
-from cutlass_router.models import MODELS
+from cutlass_router.families.route import fixed_specs
 from cutlass_router.routing_ref import select
 
 SHAPES = [(1, 32, 2880), (13, 60, 1000), (127, 128, 2880), (1000, 128, 2888)]
@@ -64,19 +63,15 @@ def route_case(sym, M, N, K) -> bool:
              (min(8, N), dict(scoring="sigmoid", n_group=8 if grouped else 1, topk_group=4 if grouped else 1,
                               correction_bias=cb, renormalize=True, routed_scaling_factor=2.5,
                               logit_precision="fp32"), torch.float32)]
-    # A known model's own choice and the other FIXED_CHOICES (their own select kernels, families/route.py:
-    # fixed_specs), on the logits dtype its GEMM writes: bf16 where the choice is made on bf16 logits.
-    for m in MODELS.values():
-        if m.experts == N:
-            fp32 = m.route.get("logit_precision") == "fp32"
-            kw = dict(m.route, correction_bias=cb) if m.route["scoring"] == "sigmoid" else dict(m.route)
-            cases.append((m.top_k, kw, torch.float32 if fp32 else torch.bfloat16))
-    for scoring, n, groups, topk_group, top_k in FIXED_CHOICES:
-        if n == N:
-            kw = dict(scoring=scoring, renormalize=scoring != "topk_softmax")
-            if scoring == "sigmoid":
-                kw.update(n_group=groups, topk_group=topk_group, correction_bias=cb, logit_precision="fp32")
-            cases.append((top_k, kw, torch.float32 if scoring == "sigmoid" else torch.bfloat16))
+    # Each model's own choice (its select kernel, families/route.py: fixed_specs), on the logits dtype its GEMM
+    # writes: bf16 where the choice is made on bf16 logits.
+    for spec in fixed_specs():
+        if spec.n == N:
+            sigmoid = spec.mode == "sigmoid"
+            kw = dict(spec.route_args(), renormalize=spec.mode != "topk_softmax")
+            if sigmoid:
+                kw.update(correction_bias=cb, routed_scaling_factor=2.5, logit_precision="fp32")
+            cases.append((spec.top_k, kw, torch.float32 if sigmoid else torch.bfloat16))
     for top_k, kw, logits_dtype in cases:
         r = route(x, w, None, top_k, logits_dtype=logits_dtype, **kw)
         cbias = kw.pop("correction_bias", None)

@@ -341,6 +341,11 @@ def test_each_known_model_s_choice_has_its_own_select_kernel():
         e = emitted[symbol]
         assert e.config["fixed"] and e.config["select_only"] and e.config["mode"] == r["scoring"]
         assert f"route_select_fixed<{fam.MODES[r['scoring']]}, {m.experts}, {groups}, {tg}, {m.top_k}>" in spec.emit()
+        # the arguments test_route_gpu.py's test of these kernels derives from a spec are this model's own
+        assert spec.route_args().items() <= r.items() and m.bias == (r["scoring"] != "sigmoid")
+        assert r.get("renormalize", False) == (r["scoring"] != "topk_softmax")
+        if r["scoring"] == "sigmoid":
+            assert r["routed_scaling_factor"] == 2.5 and r["logit_precision"] == "fp32"
         M = fam.BLOCK_MAX_M + 1
         assert fam.select_symbol(m.experts, r["scoring"], groups, M, tg, m.top_k) == symbol
         assert fam.blocker(e, 4096, m.experts) is None and fam.blocker(e, 1, m.experts - 1)

@@ -10,7 +10,6 @@ import torch
 from conftest import replay_under_memory_traffic
 from cutlass_router import dispatch, manifest, ops, plan, route
 from cutlass_router.families import route as fam
-from cutlass_router.models import MODELS
 from cutlass_router.routing_ref import select
 
 pytestmark = pytest.mark.gpu
@@ -251,15 +250,13 @@ def test_a_model_s_own_select_kernel_equals_the_runtime_sized_one(spec, force_ro
     kernel's own logits (ids exactly, ties included; weights 1e-6), and bit for bit the runtime-sized kernel it
     replaces. Rows with ties (a repeated expert), NaN, +inf, and logits of a few hundred (the sigmoid's reciprocal
     slow path below -87.3); the logits in a contiguous out= buffer (the vector loads) and in one whose rows start 2
-    or 4 bytes into a padded row (the scalar loads). The models' own arguments where models.py has the model."""
+    or 4 bytes into a padded row (the scalar loads). For the models.py models these are their own arguments and bias
+    (test_route.py checks)."""
     N, K, top_k, sigmoid = spec.n, 256, spec.top_k, spec.mode == "sigmoid"
-    known = [m for m in MODELS.values() if fam.fixed_symbol(m.experts, m.route["scoring"], m.route.get("n_group", 1),
-                                                            m.route.get("topk_group", 1), m.top_k) == spec.symbol]
-    r = known[0].route if known else dict(
-        scoring=spec.mode, **(dict(n_group=spec.groups, topk_group=spec.topk_group, renormalize=True,
-                                   routed_scaling_factor=2.5, logit_precision="fp32") if sigmoid else
-                              dict(renormalize=True) if spec.mode == "softmax_topk" else {}))
-    bias = known[0].bias if known else not sigmoid
+    r = dict(spec.route_args(), renormalize=spec.mode != "topk_softmax")
+    if sigmoid:
+        r.update(routed_scaling_factor=2.5, logit_precision="fp32")
+    bias = not sigmoid
     groups, tg = (spec.groups, spec.topk_group) if sigmoid else (1, 1)
     ldt = torch.float32 if r.get("logit_precision") == "fp32" else BF16
     force_route(dispatch.GEMM_THEN_SELECT)

@@ -20,7 +20,7 @@ n_group | N, n_group <= 32 and (N / n_group) a multiple of ceil(N / 32).
 from __future__ import annotations
 
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from functools import lru_cache
 
 FAMILY = "route"
@@ -179,6 +179,12 @@ class FixedSelectSpec(_RouteKernel):
     def launch(self) -> dict:
         return {"block_threads": 32 * SELECT_ROWS, "tile_tokens": SELECT_ROWS, "max_experts": self.n}
 
+    def route_args(self) -> dict:
+        """This choice as route()'s arguments: the router, and its groups where it is the sigmoid router."""
+        if self.mode == "sigmoid":
+            return dict(scoring=self.mode, n_group=self.groups, topk_group=self.topk_group)
+        return dict(scoring=self.mode)
+
     def emit(self) -> str:
         return self._entry(f"{32 * SELECT_ROWS}", f"route_select_fixed<{MODES[self.mode]}, {self.n}, {self.groups}, "
                                                   f"{self.topk_group}, {self.top_k}>")
@@ -197,20 +203,22 @@ def fixed_specs() -> tuple[FixedSelectSpec, ...]:
     """A fixed select kernel for the choice of each model models.py knows, and for FIXED_CHOICES."""
     from ..models import MODELS
 
-    out = [FixedSelectSpec(mode, n, groups, tg, k) for mode, n, groups, tg, k in FIXED_CHOICES]
-    for m in MODELS.values():
-        r = m.route
-        sigmoid = r["scoring"] == "sigmoid"
-        out.append(FixedSelectSpec(r["scoring"], m.experts, r.get("n_group", 1) if sigmoid else 1,
-                                   r.get("topk_group", 1) if sigmoid else 1, m.top_k))
+    out = [FixedSelectSpec(*choice) for choice in FIXED_CHOICES]
+    out += [FixedSelectSpec(*_choice(m.route["scoring"], m.experts, m.route.get("n_group", 1),
+                                     m.route.get("topk_group", 1), m.top_k)) for m in MODELS.values()]
     return tuple(sorted(set(out), key=lambda s: s.symbol))
+
+
+def _choice(scoring: str, N: int, n_group: int, topk_group: int, top_k: int) -> tuple:
+    """A choice as FixedSelectSpec's fields: groups count for the sigmoid router only (the others ignore them)."""
+    sigmoid = scoring == "sigmoid"
+    return scoring, N, n_group if sigmoid else 1, topk_group if sigmoid else 1, top_k
 
 
 def fixed_symbol(N: int, scoring: str, n_group: int, topk_group: int, top_k: int) -> str | None:
     """The fixed select kernel for exactly this choice, or None."""
-    sigmoid = scoring == "sigmoid"
-    want = (scoring, N, n_group if sigmoid else 1, topk_group if sigmoid else 1, top_k)
-    return next((s.symbol for s in fixed_specs() if (s.mode, s.n, s.groups, s.topk_group, s.top_k) == want), None)
+    want = _choice(scoring, N, n_group, topk_group, top_k)
+    return next((s.symbol for s in fixed_specs() if astuple(s) == want), None)
 
 
 BLOCK_SPEC = RouteSpec(select_only=True, mode="sigmoid", slots=BLOCK_SLOTS, block=True)
