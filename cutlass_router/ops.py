@@ -215,8 +215,9 @@ def router_gemm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 
     out_dtype=torch.float32 returns the logits straight from the fp32 accumulator, without bf16 rounding.
     out=: write into this preallocated tensor (shape x.shape[:-1] + (N,), bf16 or fp32) and return it.
-    pdl=True launches with programmatic dependent launch: W and the bias are read before the previous kernel ends
-    (default: off, or $CUTLASS_ROUTER_PDL; it pays only after a producer that triggers its dependents early).
+    pdl=True launches with programmatic dependent launch: the kernel starts before the previous one ends and may read
+    W and the bias then, so they must not be its output; x is read after it (default: off, or $CUTLASS_ROUTER_PDL;
+    it pays only after a producer that triggers its dependents early).
     batch_invariant=True makes row i's bits independent of M and of the other rows (default: off, or
     $CUTLASS_ROUTER_BATCH_INVARIANT): kernels of one summation order serve every M, slower above decode sizes.
     In eager mode on plain tensors the op's body is called directly: the dispatcher's Python round trip costs

@@ -1,5 +1,5 @@
 """RMSNorm that triggers its dependents early (templates/rmsnorm.cuh): the router's producer, so that a router
-launched with PDL overlaps it (its launch, its W loads) instead of waiting for it to end.
+launched with PDL overlaps it (its launch and set-up) instead of waiting for it to end.
 
 Launch: grid (M, 1, 1), one CTA per row, block `threads`, no cluster, no dynamic shared memory. A kernel takes
 K <= 8 x vecs x threads (every x load of a thread in flight at once); choose() picks the smallest that holds K.

@@ -2,8 +2,8 @@
 //
 //   out[m, k] = bf16( float(w[k]) * (float(x[m, k]) * rsqrt(mean_k(float(x[m, k])^2) + eps)) )
 //
-// Why a norm in a router library: the router's input is the layer's RMSNorm, and the router's launch, its W
-// loads and its first instructions can overlap that norm only if the norm lets its dependents launch early
+// Why a norm in a router library: the router's input is the layer's RMSNorm, and the router's launch and its
+// first instructions can overlap that norm only if the norm lets its dependents launch early
 // (programmatic dependent launch). torch's kernels never do, so a router launched with PDL after them only pays
 // the attribute (notes/PERF.md). This kernel triggers its dependents at its first instruction; the router, launched
 // with PDL, launches at once and waits (griddepcontrol.wait) for this grid to complete before it reads x. In the
@@ -14,8 +14,8 @@
 // One CTA per row: every thread issues all of its x loads (16-byte vectors) before its first FMA, one warp
 // shuffle tree and one shared-memory step give every thread the sum of squares in the same order (so every
 // element of a row is scaled by the same factor), then each thread scales and stores its vectors. The weight
-// does not depend on the previous kernel: it is loaded before griddepcontrol.wait. Launched without the PDL
-// attribute (the default), the wait returns at once.
+// does not depend on the previous kernel: its loads come before griddepcontrol.wait in the source (ptxas
+// schedules them after it). Launched without the PDL attribute (the default), the wait returns at once.
 //
 // Limits the host guarantees (families/rmsnorm.py, validate.py): K % 8 == 0, 1 <= K <= 8 * kVecs * kThreads, x,
 // out and w 16-byte aligned with row strides ldx, ldo % 8 == 0, grid (M, 1, 1), block kThreads.

@@ -7,7 +7,7 @@
 // Fused kernel route_fused<kWarps, kSplits, kExpTiles, kTokTiles, kUnroll>: one thread block cluster per
 // 8 x kTokTiles tokens, G x kSplits CTAs with G = ceil(N / (16 x kExpTiles)) expert groups. CTA rank r owns
 // experts [16E (r / S), 16E (r / S + 1)) and K split r % S; its warps split that K range again (the split-K main
-// loop of splitk_mma.cuh: W loads before griddepcontrol.wait, x after). A CTA reduces its warps' partials in
+// loop of splitk_mma.cuh: x loads after griddepcontrol.wait). A CTA reduces its warps' partials in
 // shared memory (fixed order), then sends its partial tile to the cluster's leader (rank 0) with st.async,
 // counted on the leader's mbarrier: one message carries data and signal, so there is no cluster barrier after
 // the K loop and no global workspace. The leader sums the S partials (fixed order), adds the bias, writes the
@@ -94,6 +94,46 @@ __device__ __forceinline__ uint32_t order_key(float f) {
 }
 
 __device__ __forceinline__ float round_bf16(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// A lane's kN consecutive values at src (fp32 or bf16) as floats: in 16-byte pieces (8-byte ones where the lane's
+// bytes are not a multiple of 16: 4 or 12 bf16) where src is aligned to the piece, one by one otherwise (a padded
+// logits row may start at any 2- or 4-byte boundary). A known model's select kernel reads its correction bias and
+// logits this way (every slot an expert).
+template <int kN, typename T>
+__device__ __forceinline__ void load_lane(const T* src, float (&v)[kN]) {
+  static_assert(sizeof(T) == 4 || sizeof(T) == 2, "fp32 or bf16");
+  constexpr int kBytes = (kN * sizeof(T)) % 16 == 0 ? 16 : 8;  // a piece
+  static_assert((kN * sizeof(T)) % kBytes == 0, "whole pieces");
+  constexpr int kPer = kBytes / sizeof(T);                     // values per piece
+  if ((reinterpret_cast<uintptr_t>(src) & (kBytes - 1)) == 0) {
+#pragma unroll
+    for (int i = 0; i < kN; i += kPer) {
+      uint32_t w[kBytes / 4];
+      if constexpr (kBytes == 16) {
+        const uint4 q = *reinterpret_cast<const uint4*>(src + i);
+        w[0] = q.x; w[1] = q.y; w[2] = q.z; w[3] = q.w;
+      } else {
+        const uint2 q = *reinterpret_cast<const uint2*>(src + i);
+        w[0] = q.x; w[1] = q.y;
+      }
+#pragma unroll
+      for (int j = 0; j < kBytes / 4; ++j) {
+        if constexpr (sizeof(T) == 4) {
+          v[i + j] = __uint_as_float(w[j]);
+        } else {  // two bf16 a word, the lower address in the low half
+          v[i + 2 * j] = __uint_as_float(w[j] << 16);
+          v[i + 2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kN; ++i) {
+      if constexpr (sizeof(T) == 4) v[i] = src[i];
+      else v[i] = __bfloat162float(src[i]);
+    }
+  }
+}
 
 // nvcc's test for its reciprocal's slow path: an exponent field of 0 (zero, subnormal) or >= 253 (2^126 and up,
 // inf, NaN).
@@ -549,7 +589,7 @@ __device__ __forceinline__ void route_fused(const RouteParams& p) {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
   // The leader's bias and correction (parameters, not the previous kernel's output) are loaded into registers
-  // with the first W loads, before griddepcontrol.wait, and stored to shared memory after the K loop.
+  // before griddepcontrol.wait, and stored to shared memory after the K loop.
   float bias_pre[kBiasPerThread], selb_pre[kBiasPerThread];
   float acc[kExpTiles][kTokTiles][4];
   splitk_mainloop<kSplits * kWarps, kExpTiles, kTokTiles, kUnroll>(
@@ -733,14 +773,12 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   float cb[kMaxP];
   const float* cbp = p.sel_bias + lane * P;
   if constexpr (sigmoid && S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
-    // A model's kernel: every slot an expert, the lane's P corrections in 16-byte loads where aligned.
-    const bool vec = (reinterpret_cast<uintptr_t>(cbp) & 15u) == 0;
+    // A model's kernel: every slot an expert.
+    if (p.sel_bias != nullptr) {
+      detail::load_lane(cbp, cb);
+    } else {
 #pragma unroll
-    for (int i = 0; i < kMaxP; i += 4) {
-      float4 q = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (p.sel_bias != nullptr && vec) q = *reinterpret_cast<const float4*>(cbp + i);
-      else if (p.sel_bias != nullptr) q = make_float4(cbp[i], cbp[i + 1], cbp[i + 2], cbp[i + 3]);
-      cb[i] = q.x; cb[i + 1] = q.y; cb[i + 2] = q.z; cb[i + 3] = q.w;
+      for (int i = 0; i < kMaxP; ++i) cb[i] = 0.f;
     }
   } else {
 #pragma unroll
@@ -762,17 +800,7 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   if (in_f32) {
     const float* src = static_cast<const float*>(p.logits_in) + o;
     if constexpr (S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
-      // A model's kernel: every slot an expert, the lane's P floats in P / 4 16-byte loads where the row allows.
-      if ((reinterpret_cast<uintptr_t>(src) & 15u) == 0) {
-#pragma unroll
-        for (int i = 0; i < kMaxP; i += 4) {
-          const float4 q = *reinterpret_cast<const float4*>(src + i);
-          v[i] = q.x; v[i + 1] = q.y; v[i + 2] = q.z; v[i + 3] = q.w;
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < kMaxP; ++i) v[i] = src[i];
-      }
+      detail::load_lane(src, v);  // a model's kernel: every slot an expert
     } else {
 #pragma unroll
       for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? src[i] : 0.f;
@@ -780,29 +808,7 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   } else {
     const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(p.logits_in) + o;
     if constexpr (S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
-      // A model's kernel: every slot an expert, the lane's P bf16 in 8- or 16-byte loads where the row allows.
-      constexpr int kVec = kMaxP % 8 == 0 ? 8 : 4;
-      if ((reinterpret_cast<uintptr_t>(src) & (2 * kVec - 1)) == 0) {
-#pragma unroll
-        for (int i = 0; i < kMaxP; i += kVec) {
-          uint32_t w[kVec / 2];
-          if constexpr (kVec == 8) {
-            const uint4 q = *reinterpret_cast<const uint4*>(src + i);
-            w[0] = q.x; w[1] = q.y; w[2] = q.z; w[3] = q.w;
-          } else {
-            const uint2 q = *reinterpret_cast<const uint2*>(src + i);
-            w[0] = q.x; w[1] = q.y;
-          }
-#pragma unroll
-          for (int j = 0; j < kVec / 2; ++j) {
-            v[i + 2 * j] = __uint_as_float(w[j] << 16);
-            v[i + 2 * j + 1] = __uint_as_float(w[j] & 0xFFFF0000u);
-          }
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < kMaxP; ++i) v[i] = __bfloat162float(src[i]);
-      }
+      detail::load_lane(src, v);  // a model's kernel: every slot an expert
     } else {
 #pragma unroll
       for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? __bfloat162float(src[i]) : 0.f;

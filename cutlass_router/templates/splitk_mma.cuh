@@ -12,9 +12,11 @@
 //   * fragments straight from global memory: the dot product does not care how K is ordered, so each thread
 //     loads 16-byte vectors and the same permutation of K is applied to W and x. No shared-memory staging,
 //     no ldmatrix, every load in flight before the first MMA.
-//   * programmatic dependent launch: W does not depend on the previous kernel, so the first W loads are
-//     issued before griddepcontrol.wait; x is read only after it. Without the PDL launch attribute the wait
-//     returns at once, so one binary serves both launch modes.
+//   * programmatic dependent launch: x is read only after griddepcontrol.wait. W and the bias do not depend on
+//     the previous kernel and are loaded before the wait in the source, but ptxas schedules most W loads after
+//     it, and W loads forced ahead of it, or W prefetched into L2 there, measured slower (notes/PERF.md,
+//     seventeenth session). Without the PDL launch attribute the wait returns at once, so one binary serves
+//     both launch modes.
 // The K split is fixed by the template arguments and K alone, never by M: a row's result does not depend on
 // how many other rows are in the batch for a given kernel.
 #pragma once
@@ -39,8 +41,9 @@ struct SplitKParams {
 namespace detail {
 
 // W (and the bias) are never written by the kernel before this one, so they may come through the read-only path
-// and be issued before griddepcontrol.wait, where they overlap the previous kernel. A volatile asm keeps them
-// there: the compiler does not move volatile asm across the (volatile) wait, in either direction.
+// and be issued before griddepcontrol.wait. A volatile asm keeps NVVM from moving them across the (volatile)
+// wait; ptxas still schedules most W loads below it (SASS: ACQBULK first), which measured faster than keeping
+// them above it (notes/PERF.md, seventeenth session).
 __device__ __forceinline__ uint4 load_16B(const __nv_bfloat16* p, bool pred) {
   uint4 v = make_uint4(0u, 0u, 0u, 0u);
   if (pred)
@@ -267,7 +270,7 @@ __device__ __forceinline__ void splitk_mma(const SplitKParams& p) {
   }
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 
-  // This warp's partial sums over its K slice (W loads before griddepcontrol.wait, x loads after).
+  // This warp's partial sums over its K slice (x loads after griddepcontrol.wait).
   const int slice = rank * kWarps + warp;
   float acc[kExpTiles][kTokTiles][4];
   float bias_pre[2] = {0.f, 0.f};
