@@ -769,11 +769,13 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   const int N = S::N(p);
   const int P = (N + 31) >> 5;
   constexpr bool sigmoid = kMode == kModeSigmoid;
+  // A model's kernel whose lanes hold whole 8- or 16-byte pieces (every slot an expert, P a multiple of 4): a lane's
+  // values in load_lane's pieces, no bounds tests.
+  constexpr bool kWholeLanes = S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0;
   // The correction is a parameter, not the previous kernel's output: load it before the wait.
   float cb[kMaxP];
   const float* cbp = p.sel_bias + lane * P;
-  if constexpr (sigmoid && S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
-    // A model's kernel: every slot an expert.
+  if constexpr (sigmoid && kWholeLanes) {
     if (p.sel_bias != nullptr) {
       detail::load_lane(cbp, cb);
     } else {
@@ -799,16 +801,16 @@ __device__ __forceinline__ void route_select_p(const RouteParams& p) {
   const long long o = row * p.ldi + lane * P;
   if (in_f32) {
     const float* src = static_cast<const float*>(p.logits_in) + o;
-    if constexpr (S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
-      detail::load_lane(src, v);  // a model's kernel: every slot an expert
+    if constexpr (kWholeLanes) {
+      detail::load_lane(src, v);
     } else {
 #pragma unroll
       for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? src[i] : 0.f;
     }
   } else {
     const __nv_bfloat16* src = static_cast<const __nv_bfloat16*>(p.logits_in) + o;
-    if constexpr (S::kFixedN == 32 * kMaxP && kMaxP % 4 == 0) {
-      detail::load_lane(src, v);  // a model's kernel: every slot an expert
+    if constexpr (kWholeLanes) {
+      detail::load_lane(src, v);
     } else {
 #pragma unroll
       for (int i = 0; i < kMaxP; ++i) v[i] = (i < P && lane * P + i < N) ? __bfloat162float(src[i]) : 0.f;
