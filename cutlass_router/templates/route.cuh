@@ -260,8 +260,11 @@ struct Shape {
   static constexpr bool kFixed = kN > 0;
   static constexpr int kFixedN = kN;
   static constexpr bool kUnroll = kFixed && kUnrollRounds;  // the top_k rounds unrolled
-  static_assert(kN == 0 || (kN <= kRouteMaxExperts && kGroups >= 1 && kN % kGroups == 0 && kTopkGroup >= 1 &&
-                            kTopkGroup <= kGroups && kTopK >= 1 && kTopK <= kRouteMaxTopK && kTopK <= kN),
+  // kGroups > 0 ? kGroups : 1 equals kGroups wherever it is tested; the runtime shape's kGroups = 0 made nvcc
+  // warn of a modulo by zero (179-D) in every route kernel's build.
+  static_assert(kN == 0 || (kN <= kRouteMaxExperts && kGroups >= 1 && kN % (kGroups > 0 ? kGroups : 1) == 0 &&
+                            kTopkGroup >= 1 && kTopkGroup <= kGroups && kTopK >= 1 && kTopK <= kRouteMaxTopK &&
+                            kTopK <= kN),
                 "a fixed shape needs N, n_group | N, 1 <= topk_group <= n_group and 1 <= top_k <= min(8, N)");
   __device__ __forceinline__ static int N(const RouteParams& p) { return kN ? kN : p.N; }
   __device__ __forceinline__ static int n_group(const RouteParams& p) { return kN ? kGroups : p.n_group; }
