@@ -13,15 +13,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cutlass_router  # noqa: E402
-import triton_peers as tp  # noqa: E402
 from cutlass_router import plan  # noqa: E402
 from cutlass_router.families import route as fam  # noqa: E402
 from cutlass_router.models import MODELS  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import report, save  # noqa: E402
+from floor import choice_rows, report, save, variant_rows  # noqa: E402
 
 BLOCK_MAX_M = fam.BLOCK_MAX_M
 _caches: dict = {}
@@ -43,12 +41,9 @@ def main():
     recs = []
     for M in (1, 2, 4, 8, 16):
         loop = DecodeLoop(N, K, M, with_bias=False)
-        rows = {"router_gemm": lambda i, x, w, b: cutlass_router.router_gemm(x, w, None, out_dtype=torch.float32),
-                "router_gemm+triton": lambda i, x, w, b: tp.sigmoid_grouped_topk(
-                    cutlass_router.router_gemm(x, w, None, out_dtype=torch.float32), 8, 8, 4, cb, 2.5, True)}
-        for label, block in (("route (block)", True), ("route (fixed)", False)):
-            rows[label] = (lambda block: lambda i, x, w, b: (use(block),
-                                                             cutlass_router.route(x, w, None, top_k=8, **kw))[1])(block)
+        rows = choice_rows(cfg.top_k, kw, cb, fp32=True)
+        rows.update(variant_rows(use, {"route (block)": True, "route (fixed)": False},
+                                 lambda i, x, w, b: cutlass_router.route(x, w, None, top_k=cfg.top_k, **kw)))
         res = loop.measure(rows)
         use(True)
         report(recs, "deepseek-v3", N, K, M, res, card)

@@ -28,14 +28,54 @@ from cutlass_router.yardstick import DecodeLoop  # noqa: E402
 def peer_rows(ext, N: int, top_k: int) -> dict:
     """The rows the prototypes time beside their kernels, in the same loop: an empty kernel, tinygemm2 (ext, the
     anchor's extension), router_gemm, route, router_gemm + the Triton top-k stand-in."""
+    gemm = choice_rows(top_k, {})
+    return {"empty": lambda i, x, w, b: ext.empty(False, max(1, N // 16)),
+            "tinygemm2": lambda i, x, w, b: ext.tg2(x, w, b, False),
+            "router_gemm": gemm["router_gemm"],
+            "route": lambda i, x, w, b: cutlass_router.route(x, w, b, top_k=top_k),
+            "router_gemm+triton": gemm["router_gemm+triton"]}
+
+
+def choice_rows(top_k: int, kw: dict, cb=None, fp32: bool = False) -> dict:
+    """router_gemm (fp32 logits or bf16) and router_gemm + the Triton stand-in (benchmarks/triton_peers.py) of the
+    choice route(top_k=top_k, **kw) makes (cb: the sigmoid router's correction bias): the peer rows the select
+    probes time beside route."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import triton_peers as tp
 
-    return {"empty": lambda i, x, w, b: ext.empty(False, max(1, N // 16)),
-            "tinygemm2": lambda i, x, w, b: ext.tg2(x, w, b, False),
-            "router_gemm": lambda i, x, w, b: cutlass_router.router_gemm(x, w, b),
-            "route": lambda i, x, w, b: cutlass_router.route(x, w, b, top_k=top_k),
-            "router_gemm+triton": lambda i, x, w, b: tp.topk_softmax(cutlass_router.router_gemm(x, w, b), top_k)}
+    scoring = kw.get("scoring", "topk_softmax")
+    if scoring == "sigmoid":
+        def triton(lg):
+            return tp.sigmoid_grouped_topk(lg, top_k, kw.get("n_group", 1), kw.get("topk_group", 1), cb,
+                                           kw.get("routed_scaling_factor", 1.0), kw.get("renormalize", False))
+    elif scoring == "softmax_topk":
+        def triton(lg):
+            return tp.softmax_topk(lg, top_k, kw.get("renormalize", False))
+    else:
+        def triton(lg):
+            return tp.topk_softmax(lg, top_k)
+    dtype = torch.float32 if fp32 else None
+
+    def gemm(i, x, w, b):
+        return cutlass_router.router_gemm(x, w, b, out_dtype=dtype)
+    return {"router_gemm": gemm, "router_gemm+triton": lambda i, x, w, b: triton(gemm(i, x, w, b))}
+
+
+def variant_rows(use, variants: dict, call) -> dict:
+    """{label: row} for {label: variant}: a row runs use(variant) (the probe's patch, with a plan cache of its own so
+    that a call inside graph capture finds the plan its warm-up made), then call(i, x, w, b)."""
+    return {label: (lambda v: lambda i, x, w, b: (use(v), call(i, x, w, b))[1])(v) for label, v in variants.items()}
+
+
+# Model families the Hugging Face patch routes beyond models.py (hf.py), as route() arguments: name -> (N, K, top_k,
+# route kwargs, fp32 logits); the sigmoid router's correction bias is drawn per run.
+HF_SHAPES = {
+    "kimi-k2": (384, 7168, 8, dict(scoring="sigmoid", renormalize=True, routed_scaling_factor=2.827,
+                                   logit_precision="fp32"), True),
+    "qwen3-moe-235b": (128, 4096, 8, dict(scoring="softmax_topk", renormalize=True), False),
+    "qwen3-moe-30b": (128, 2048, 8, dict(scoring="softmax_topk", renormalize=True), False),
+    "mixtral": (8, 4096, 2, dict(scoring="softmax_topk", renormalize=True), False),
+}
 
 
 def report(recs: list, model: str, N: int, K: int, M: int, res: dict, card: str, label: str = "") -> None:

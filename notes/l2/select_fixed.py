@@ -28,14 +28,12 @@ from cuda.bindings import driver as D
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cutlass_router  # noqa: E402
-import triton_peers as tp  # noqa: E402
 from cutlass_router import dispatch, launch, ops, plan  # noqa: E402
 from cutlass_router.models import MODELS  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import ok, report, save  # noqa: E402
+from floor import choice_rows, ok, report, save, variant_rows  # noqa: E402
 
 CUBIN = Path(__file__).resolve().parent / "select_fixed.cubin"
 # model -> (the shipped select kernel route() takes for it, {label: this tree's variant in select_fixed.cubin})
@@ -158,19 +156,9 @@ def main():
         check_outputs(cfg, vs, cb)
         for M in [int(m) for m in os.environ.get("SELECT_M_" + model.replace("-", "_"), M_OF[model]).split(",")]:
             loop = DecodeLoop(N, K, M, with_bias=cfg.bias)
-            fp32 = torch.float32 if cfg.fp32_logits else None
-            if cfg.route["scoring"] == "sigmoid":
-                def triton(lg):
-                    return tp.sigmoid_grouped_topk(lg, cfg.top_k, cfg.route["n_group"], cfg.route["topk_group"], cb,
-                                                   cfg.route["routed_scaling_factor"], cfg.route["renormalize"])
-            else:
-                def triton(lg):
-                    return tp.topk_softmax(lg, cfg.top_k)
-            def gemm(i, x, w, b):
-                return cutlass_router.router_gemm(x, w, b, out_dtype=fp32)
-            rows = {"router_gemm": gemm, "router_gemm+triton": lambda i, x, w, b: triton(gemm(i, x, w, b))}
-            for label, v in vs.items():
-                rows[f"route ({label})"] = (lambda v: lambda i, x, w, b: (use(v), route(cfg, x, w, b, cb))[1])(v)
+            rows = choice_rows(cfg.top_k, cfg.route, cb, cfg.fp32_logits)
+            rows.update(variant_rows(use, {f"route ({label})": v for label, v in vs.items()},
+                                     lambda i, x, w, b: route(cfg, x, w, b, cb)))
             res = loop.measure(rows)
             use(None)
             report(recs, model, N, K, M, res, card)

@@ -15,23 +15,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cutlass_router  # noqa: E402
-import triton_peers as tp  # noqa: E402
 from cutlass_router import dispatch, plan  # noqa: E402
 from cutlass_router.yardstick import DecodeLoop  # noqa: E402
-from floor import report, save  # noqa: E402
+from floor import HF_SHAPES, choice_rows, report, save, variant_rows  # noqa: E402
 
 ROUTE_RUNG = dispatch.route_rung
 _caches: dict = {}
-CASES = {  # name: (N, K, top_k, route kwargs, fp32 logits)
-    "kimi-k2": (384, 7168, 8, dict(scoring="sigmoid", renormalize=True, routed_scaling_factor=2.827,
-                                   logit_precision="fp32"), True),
-    "qwen3-moe-235b": (128, 4096, 8, dict(scoring="softmax_topk", renormalize=True), False),
-    "qwen3-moe-30b": (128, 2048, 8, dict(scoring="softmax_topk", renormalize=True), False),
-    "mixtral": (8, 4096, 2, dict(scoring="softmax_topk", renormalize=True), False),
-}
 
 
 def use(how: str):
@@ -47,28 +38,18 @@ def main():
     card = torch.cuda.get_device_name()
     recs = []
     only = os.environ.get("UNTUNED")  # comma-separated names: these only
-    for name, (N, K, top_k, kw, fp32) in CASES.items():
+    for name, (N, K, top_k, kw, fp32) in HF_SHAPES.items():
         if only and name not in only.split(","):
             continue
         cb = torch.randn(N, device="cuda") * 0.1
         if kw["scoring"] == "sigmoid":
             kw = dict(kw, correction_bias=cb)
-
-            def triton(lg):
-                return tp.sigmoid_grouped_topk(lg, top_k, 1, 1, cb, kw["routed_scaling_factor"], True)
-        else:
-            def triton(lg):
-                return tp.softmax_topk(lg, top_k, True)
-        dtype = torch.float32 if fp32 else None
         print(name, [r.kernel for r in dispatch.route_ladder(N, K)], flush=True)
         for M in (1, 16, 64):
             loop = DecodeLoop(N, K, M, with_bias=False)
-            def gemm(i, x, w, b):
-                return cutlass_router.router_gemm(x, w, b, out_dtype=dtype)
-            rows = {"router_gemm": gemm, "router_gemm+triton": lambda i, x, w, b: triton(gemm(i, x, w, b))}
-            for how in ("ladder", "fused"):
-                rows[f"route ({how})"] = (lambda how: lambda i, x, w, b: (use(how), cutlass_router.route(
-                    x, w, b, top_k=top_k, **kw))[1])(how)
+            rows = choice_rows(top_k, kw, cb, fp32)
+            rows.update(variant_rows(use, {"route (ladder)": "ladder", "route (fused)": "fused"},
+                                     lambda i, x, w, b: cutlass_router.route(x, w, b, top_k=top_k, **kw)))
             res = loop.measure(rows)
             use("ladder")
             report(recs, name, N, K, M, res, card)
